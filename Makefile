@@ -1,0 +1,27 @@
+# Set-up and the two jobs, on a fresh machine: `make demo` and `make test`.
+# Everything goes into .venv; PYTHON picks the interpreter that creates it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[$*]'
+	touch $@
+
+demo: $(VENV)/.installed-tvm
+	$(BIN)/microtvm demo
+
+test: $(VENV)/.installed-tvm,test
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-tvm,test
+	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
