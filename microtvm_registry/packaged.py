@@ -3,15 +3,28 @@
 In an installed wheel the top-level ``templates/`` and ``index/`` folders live inside the
 package (see pyproject's package-dir); in a source checkout or an editable install they sit
 beside it. Both are found here, so callers never care which.
+
+A template is run as a subprocess from a real folder, so when the package is imported from a
+zip (zipimport, a zipapp) there is no real path: the requested subtree is then extracted once
+into the cache, under a key made of the package version and a hash of the subtree's content, and
+that folder is returned. Extraction goes to a temporary folder renamed into place, so a crash
+never leaves half a template behind.
 """
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import stat
 from pathlib import Path, PurePosixPath
+from typing import Any, List, Tuple
 
 from .errors import TemplateNotFoundError
 
+_PACKAGE = __name__.rsplit(".", 1)[0]
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _DATA_ROOTS = ("templates", "index")
+EXTRACT_DIR = "packaged"
 
 
 def _data_root(top: str) -> Path:
@@ -21,18 +34,122 @@ def _data_root(top: str) -> Path:
     return _PACKAGE_DIR.parent / top
 
 
+def _check_relpath(relpath: str) -> Tuple[str, ...]:
+    pure = PurePosixPath(relpath) if isinstance(relpath, str) else None
+    parts = pure.parts if pure is not None else ()
+    if (
+        not relpath
+        or pure is None
+        or pure.is_absolute()
+        or "\\" in relpath
+        or ".." in parts
+        or parts[0] not in _DATA_ROOTS
+    ):
+        raise TemplateNotFoundError(
+            f"packaged resource {relpath!r} is not a relative path under {' or '.join(_DATA_ROOTS)}/ "
+            "(absolute paths and '..' are refused)"
+        )
+    return parts
+
+
 def get_packaged_resource(relpath: str) -> Path:
     """The real path of ``relpath`` (e.g. ``templates/host``) shipped with this package."""
-    parts = PurePosixPath(relpath).parts
-    if not relpath or PurePosixPath(relpath).is_absolute() or ".." in parts or parts[0] not in _DATA_ROOTS:
-        raise TemplateNotFoundError(
-            f"packaged resource {relpath!r} is not a relative path under {' or '.join(_DATA_ROOTS)}/"
-        )
+    parts = _check_relpath(relpath)
     path = _data_root(parts[0]).joinpath(*parts[1:])
-    if not path.exists():
-        parent = path.parent
-        known = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
-        raise TemplateNotFoundError(
-            f"no packaged resource {relpath!r}; {parent.name}/ has: {', '.join(known) or 'nothing'}"
-        )
-    return path
+    if path.exists():
+        return path
+    zipped = _zipped_root()
+    if zipped is not None:
+        return _from_zip(zipped, parts, relpath)
+    parent = path.parent
+    known = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
+    raise TemplateNotFoundError(
+        f"no packaged resource {relpath!r}; {parent.name}/ has: {', '.join(known) or 'nothing'}"
+    )
+
+
+def _zipped_root() -> Any:
+    """The package as an importlib.resources Traversable when it has no real folder, else None."""
+    if _PACKAGE_DIR.is_dir():
+        return None
+    from importlib import resources
+
+    try:
+        root = resources.files(_PACKAGE)
+    except (ModuleNotFoundError, TypeError):  # pragma: no cover - not imported as a package
+        return None
+    return root
+
+
+def _walk(node: Any, prefix: str = "") -> List[Tuple[str, Any]]:
+    """(relative posix path, Traversable) of every file under ``node``, sorted."""
+    files: List[Tuple[str, Any]] = []
+    for child in node.iterdir():
+        rel = f"{prefix}{child.name}"
+        if child.is_dir():
+            files.extend(_walk(child, rel + "/"))
+        elif child.is_file():
+            files.append((rel, child))
+    return sorted(files, key=lambda item: item[0])
+
+
+def _zip_executable(item: Any) -> bool:
+    """Whether the zip entry behind a Traversable has an owner-exec bit (zipfile.Path only)."""
+    root, at = getattr(item, "root", None), getattr(item, "at", None)
+    if root is None or at is None or not hasattr(root, "getinfo"):
+        return False
+    try:
+        return bool((root.getinfo(at).external_attr >> 16) & stat.S_IXUSR)
+    except KeyError:
+        return False
+
+
+def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
+    node = root
+    for n, part in enumerate(parts):
+        child = node.joinpath(part)
+        if not (child.is_dir() or child.is_file()):
+            known = sorted(c.name for c in node.iterdir()) if node.is_dir() else []
+            where = "/".join(parts[:n]) or _PACKAGE
+            raise TemplateNotFoundError(
+                f"no packaged resource {relpath!r}; {where}/ has: {', '.join(known) or 'nothing'}"
+            )
+        node = child
+    from . import __version__
+    from .dirs import cache_dir
+
+    files = [("", node)] if node.is_file() else _walk(node)
+    digest = hashlib.sha256()
+    contents = []
+    for rel, item in files:
+        data = item.read_bytes()
+        executable = _zip_executable(item)
+        contents.append((rel, data, executable))
+        digest.update(f"{rel}\0{len(data)}\0{int(executable)}\0".encode("utf-8") + data)
+    key = f"{__version__}-{digest.hexdigest()[:16]}"
+    target_root = cache_dir() / EXTRACT_DIR / key
+    target = target_root.joinpath(*parts)
+    if target.exists():
+        return target
+    tmp = cache_dir() / EXTRACT_DIR / f".{key}.{os.getpid()}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        dest = tmp.joinpath(*parts)
+        for rel, data, executable in contents:
+            out = dest / rel if rel else dest
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+            if executable:
+                # Keep the mode the zip recorded: it is part of the content id, and scripts run.
+                out.chmod(out.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        try:
+            # Another process may have won the race; its copy is identical (same key).
+            os.rename(tmp, target_root)
+        except OSError:
+            if not target.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -68,6 +68,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # ``microtvm list --json | head``: the reader left; that is not an error worth a line.
+        # Point stdout at devnull so the interpreter's final flush does not complain again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
         if not isinstance(err, (MicrotvmError,) + _wire_error_types()):
             if args.verbose:

@@ -1,6 +1,211 @@
-"""Command group (to be filled in): registers its subcommands on the top-level parser."""
+"""Project commands: ``info``, ``create-project``, ``build``, ``flash``.
+
+They drive a template's or project's own server through the Project API client. The library is
+imported inside the handlers so the rest of the CLI stays fast.
+"""
 from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import ProjectError
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, print_table
+
+#: Same value as project_api.client.DEFAULT_TIMEOUT_SEC (not imported: keeps the parser light).
+_DEFAULT_TIMEOUT = 600.0
+
+
+def _timeout(text: str) -> Optional[float]:
+    """--timeout value: seconds; 0 or "none" means wait forever."""
+    if text.strip().lower() in ("none", "inf", "0", "0.0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"timeout must be positive (0 = no limit): {text!r}")
+    return value
+
+
+def _add_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=_DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for each answer of the project's server (default {_DEFAULT_TIMEOUT:g}; 0 = no limit)",
+    )
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="store_true",
+        help="trust the template's content id and run its server (for templates fetched by name)",
+    )
 
 
 def register(subparsers) -> None:
     """Add this group's subcommands to ``subparsers``."""
+    p = subparsers.add_parser(
+        "info",
+        help="show a template's or project's platform and options",
+        description="Start the folder's Project API server and print what server_info_query says.",
+    )
+    p.add_argument("target", metavar="TEMPLATE_OR_DIR", help="a template name or a template/project folder")
+    add_json_flag(p)
+    _add_trust(p)
+    _add_timeout(p)
+    p.set_defaults(handler=cmd_info)
+
+    p = subparsers.add_parser(
+        "create-project",
+        help="generate a project from a template and a Model Library Format tar",
+        description="Generate DIR (which must not exist) from TEMPLATE and the model in --mlf.",
+    )
+    p.add_argument("target", metavar="TEMPLATE", help="a template name or a template folder")
+    p.add_argument("project_dir", metavar="DIR", help="the new project folder (must not exist)")
+    p.add_argument("--mlf", required=True, metavar="FILE", help="the Model Library Format tar")
+    p.add_argument(
+        "--standalone-crt",
+        metavar="DIR",
+        default=None,
+        help="a TVM <= 0.18 standalone_crt folder, for templates that copy from it (default: an empty folder)",
+    )
+    add_option_flag(p)
+    _add_trust(p)
+    _add_timeout(p)
+    p.set_defaults(handler=cmd_create_project)
+
+    for name, verb in (("build", "build"), ("flash", "flash")):
+        p = subparsers.add_parser(
+            name,
+            help=f"{verb} a generated project",
+            description=f"Ask the project's Project API server to {verb} it.",
+        )
+        p.add_argument("project_dir", metavar="DIR", help="a generated project folder")
+        add_option_flag(p)
+        _add_timeout(p)
+        p.set_defaults(handler=cmd_build if name == "build" else cmd_flash)
+
+
+def resolve_target(arg: str, args: argparse.Namespace) -> Path:
+    """An existing folder as is; otherwise a template name, through the registry."""
+    path = Path(arg)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ProjectError(f"{arg} is a file; give a template name, a template folder or a project folder")
+    try:
+        from ..templates import get_template_for_run  # type: ignore[attr-defined]
+    except ImportError:
+        raise ProjectError(
+            f"{arg} is not a folder, and looking up templates by name is not available in this install; "
+            "give the template's folder"
+        ) from None
+    from ..dirs import is_offline
+
+    return Path(get_template_for_run(arg, offline=is_offline(getattr(args, "offline", False)), trust=getattr(args, "trust", False)))
+
+
+def _project_dir(arg: str, command: str) -> Path:
+    path = Path(arg)
+    if not path.is_dir():
+        raise ProjectError(
+            f"{arg} is not a folder; {command} takes a generated project folder (make one with microtvm create-project)"
+        )
+    return path
+
+
+def _fmt_list(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_fmt_value(v) for v in value)
+    return _fmt_value(value)
+
+
+def _fmt_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _option_rows(options: List[Dict[str, Any]]) -> List[List[str]]:
+    rows = []
+    for opt in options:
+        if not isinstance(opt, dict):
+            continue
+        rows.append(
+            [
+                str(opt.get("name", "")),
+                str(opt.get("type") or ""),
+                _fmt_value(opt.get("default")),
+                _fmt_list(opt.get("required")),
+                _fmt_list(opt.get("optional")),
+                _fmt_list(opt.get("choices")),
+                " ".join(str(opt.get("help") or "").split()),
+            ]
+        )
+    return rows
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from ..project_api.client import instantiate_from_dir
+
+    folder = resolve_target(args.target, args)
+    with instantiate_from_dir(folder, timeout=args.timeout) as client:
+        info = client.server_info_query()
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"folder: {folder.absolute()}")
+    print(f"platform: {info.get('platform_name')}")
+    print(f"is_template: {_fmt_value(bool(info.get('is_template')))}")
+    if info.get("model_library_format_path"):
+        print(f"model_library_format_path: {info['model_library_format_path']}")
+    options = info.get("project_options") or []
+    if not options:
+        print("options: none")
+        return 0
+    print("options:")
+    print_table(["name", "type", "default", "required-for", "optional-for", "choices", "help"], _option_rows(options))
+    return 0
+
+
+def cmd_create_project(args: argparse.Namespace) -> int:
+    from ..project import TemplateProject
+
+    options = parse_key_values(args.options)
+    template = resolve_target(args.target, args)
+    with TemplateProject.from_directory(template, timeout=args.timeout) as tp:
+        project = tp.generate_project(args.mlf, args.project_dir, options, standalone_crt_dir=args.standalone_crt)
+        project.close()
+    print(project.path)
+    return 0
+
+
+def _run(args: argparse.Namespace, method: str) -> int:
+    from ..project import GeneratedProject
+
+    options = parse_key_values(args.options)
+    folder = _project_dir(args.project_dir, method)
+    with GeneratedProject.from_directory(folder, timeout=args.timeout) as project:
+        getattr(project, method)(options)
+    print(f"{method}: done ({folder.absolute()})")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    return _run(args, "build")
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    return _run(args, "flash")

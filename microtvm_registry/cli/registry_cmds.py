@@ -1,6 +1,471 @@
-"""Command group (to be filled in): registers its subcommands on the top-level parser."""
+"""Registry commands: list, show, fetch, path, lock, sync, cache, index, trust.
+
+Data goes to stdout (``--json`` where a command prints data); progress and warnings go to
+stderr. ``path`` is on the warm path of shell use (``cd "$(microtvm path host)"``): it imports
+nothing heavy and hashes nothing when the cache already has the template.
+"""
 from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from typing import Any, Dict, List, Optional
+
+from ._common import add_json_flag, print_json, print_table
 
 
 def register(subparsers) -> None:
     """Add this group's subcommands to ``subparsers``."""
+    p = subparsers.add_parser("list", help="list known templates (packaged, indexes, plugins)")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_list)
+
+    p = subparsers.add_parser("show", help="versions, sources, requirements and trust of one template")
+    p.add_argument("name", metavar="NAME", help="template name, optionally with @VERSION")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_show)
+
+    p = subparsers.add_parser("fetch", help="put templates in the cache (verified)")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_fetch)
+
+    p = subparsers.add_parser("path", help="print a template's local folder (fetching it first unless offline)")
+    p.add_argument("spec", metavar="SPEC")
+    p.set_defaults(handler=cmd_path)
+
+    p = subparsers.add_parser("lock", help="pin templates in this project's microtvm.lock")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.set_defaults(handler=cmd_lock)
+
+    p = subparsers.add_parser("sync", help="fetch and verify everything microtvm.lock pins")
+    p.add_argument("--frozen", action="store_true", help="fail instead of changing microtvm.lock")
+    p.set_defaults(handler=cmd_sync)
+
+    p = subparsers.add_parser("trust", help="allow a template's server to run (records its content id)")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p.set_defaults(handler=cmd_trust)
+
+    cache = subparsers.add_parser("cache", help="inspect or clean the template cache")
+    csub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
+    csub.required = True
+    c = csub.add_parser("list", help="cached templates")
+    add_json_flag(c)
+    c.set_defaults(handler=cmd_cache_list)
+    c = csub.add_parser("verify", help="re-hash every entry")
+    c.add_argument("--repair", action="store_true", help="remove entries that do not match their id")
+    add_json_flag(c)
+    c.set_defaults(handler=cmd_cache_verify)
+    c = csub.add_parser("clean", help="remove cached templates")
+    c.add_argument("--keep-locked", action="store_true", help="keep what this project's microtvm.lock pins")
+    c.set_defaults(handler=cmd_cache_clean)
+
+    index = subparsers.add_parser("index", help="manage extra template indexes")
+    isub = index.add_subparsers(dest="index_command", metavar="ACTION")
+    isub.required = True
+    i = isub.add_parser("list", help="packaged and extra indexes")
+    add_json_flag(i)
+    i.set_defaults(handler=cmd_index_list)
+    i = isub.add_parser("add", help="add an index by URL or path")
+    i.add_argument("name", metavar="NAME")
+    i.add_argument("location", metavar="URL_OR_PATH")
+    i.set_defaults(handler=cmd_index_add)
+    i = isub.add_parser("remove", help="forget an extra index")
+    i.add_argument("name", metavar="NAME")
+    i.set_defaults(handler=cmd_index_remove)
+    i = isub.add_parser("update", help="re-fetch extra indexes (conditional GET)")
+    i.set_defaults(handler=cmd_index_update)
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _offline(args: argparse.Namespace) -> bool:
+    from ..dirs import is_offline
+
+    return is_offline(getattr(args, "offline", False))
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ..index import load_catalog, source_kind
+
+    catalog = load_catalog(offline=_offline(args))
+    rows = []
+    for t in catalog:
+        latest = t.latest
+        rows.append(
+            {
+                "name": t.name,
+                "latest": latest.version,
+                "platform": t.platform,
+                "source": source_kind(latest.source),
+                "from": latest.origin.name,
+                "description": t.description,
+                "versions": [v.version for v in t.versions],
+            }
+        )
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(
+        ["NAME", "LATEST", "PLATFORM", "SOURCE", "FROM", "DESCRIPTION"],
+        [[r["name"], r["latest"], r["platform"] or "-", r["source"], r["from"], r["description"]] for r in rows],
+    )
+    return 0
+
+
+def _tool_status(tool: str) -> Dict[str, Any]:
+    """A tool requirement ("a|b" = any one) with where it was found on PATH."""
+    for alternative in tool.split("|"):
+        found = shutil.which(alternative)
+        if found:
+            return {"tool": tool, "found": True, "path": found}
+    return {"tool": tool, "found": False, "path": None}
+
+
+def _pip_status(req: str) -> Dict[str, Any]:
+    """A pip requirement and whether this Python has a matching distribution."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    parsed = Requirement(req)
+    try:
+        version = metadata.version(parsed.name)
+    except metadata.PackageNotFoundError:
+        return {"package": req, "installed": None, "ok": False}
+    ok = not parsed.specifier or parsed.specifier.contains(version, prereleases=True)
+    return {"package": req, "installed": version, "ok": ok}
+
+
+def _known_content_id(tv: Any, pin: Any) -> Optional[str]:
+    """The content id as far as it is known without fetching or hashing."""
+    from ..index import source_kind
+
+    if pin is not None and pin.content_id:
+        return pin.content_id
+    kind = source_kind(tv.source)
+    if kind in ("git", "archive"):
+        from ..cache import Cache
+
+        hit = Cache().lookup(tv.source)
+        if hit is not None:
+            return hit.content_id
+        if not getattr(tv.source, "extra_files", ()):
+            return tv.source.tree
+    return None
+
+
+def _entry_point(tv: Any, folder: Optional[Any]) -> str:
+    """What the client will start, from the folder when it is local, else from the index."""
+    if folder is not None:
+        if (folder / "launch_microtvm_api_server.sh").is_file():
+            return "launch_microtvm_api_server.sh"
+        if (folder / "microtvm_api_server.py").is_file():
+            return "microtvm_api_server.py"
+        return "(none: the folder has no microtvm_api_server.py)"
+    return tv.entry or "microtvm_api_server.py"
+
+
+def _local_folder(tv: Any) -> Optional[Any]:
+    from pathlib import Path
+
+    from ..index import FolderSource, PackagedSource, source_kind
+
+    if isinstance(tv.source, PackagedSource):
+        from ..packaged import get_packaged_resource
+
+        try:
+            return get_packaged_resource(tv.source.relpath)
+        except Exception:  # noqa: BLE001 - show reports, it does not fail on a missing folder
+            return None
+    if isinstance(tv.source, FolderSource):
+        return Path(tv.source.path) if Path(tv.source.path).is_dir() else None
+    if source_kind(tv.source) in ("git", "archive"):
+        from ..cache import Cache
+
+        hit = Cache().lookup(tv.source)
+        return hit.path if hit is not None else None
+    return None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ..index import describe_source, load_catalog, source_kind, source_to_table
+    from ..resolve import find_template, parse_spec, resolve
+    from ..trust import trust_state
+
+    offline = _offline(args)
+    spec = parse_spec(args.name)
+    catalog = load_catalog(offline=offline)
+    resolved = resolve(spec, catalog=catalog, offline=offline)
+    tv = resolved.version
+    try:
+        template = find_template(catalog, tv.name)
+        versions = template.versions
+    except Exception:  # noqa: BLE001 - a lockfile pin of something no index lists any more
+        versions = [tv]
+    folder = _local_folder(tv)
+    content_id = _known_content_id(tv, resolved.pin)
+    if content_id is None and folder is not None and source_kind(tv.source) in ("packaged", "folder"):
+        from ..contentid import tree_id
+
+        content_id = tree_id(folder)
+    state = trust_state(tv, content_id)
+    data = {
+        "name": tv.name,
+        "description": tv.description,
+        "platform": tv.platform,
+        "selected": tv.version,
+        "pinned_by": _lock_path() if resolved.pin is not None else None,
+        "from": tv.origin.describe(),
+        "source": {"kind": source_kind(tv.source), **source_to_table(tv.source)},
+        "content_id": content_id,
+        "cached": folder is not None,
+        "folder": str(folder) if folder is not None else None,
+        "runs": _entry_point(tv, folder),
+        "trust": state,
+        "requires": {
+            "tools": [_tool_status(t) for t in tv.requires.tools],
+            "pip": [_pip_status(p) for p in tv.requires.pip],
+            "python": tv.requires.python,
+        },
+        "note": tv.note,
+        "versions": [
+            {
+                "version": v.version,
+                "source": describe_source(v.source),
+                "content_id": _known_content_id(v, resolved.pin if v.version == tv.version else None),
+                "from": v.origin.name,
+            }
+            for v in versions
+        ],
+    }
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"{tv.name} {tv.version}" + (f"  ({tv.platform})" if tv.platform else ""))
+    if tv.description:
+        print(f"  {tv.description}")
+    print(f"  from:       {data['from']}" + ("  [pinned by microtvm.lock]" if resolved.pin is not None else ""))
+    print(f"  source:     {describe_source(tv.source)}")
+    print(f"  content id: {content_id or 'unknown until fetched'}")
+    print(f"  local:      {folder if folder is not None else 'not cached (microtvm fetch ' + tv.label + ')'}")
+    print(f"  runs:       {data['runs']}")
+    trust_text = {
+        "packaged": "yes (pinned by a packaged index)",
+        "trusted": "yes (you trusted this content id)",
+        "untrusted": f"no: run `microtvm trust {tv.label}` or pass --trust",
+    }[state]
+    print(f"  trusted:    {trust_text}")
+    if tv.requires.tools:
+        print("  tools on PATH:")
+        for t in data["requires"]["tools"]:
+            print(f"    {t['tool']:<20} {'found ' + t['path'] if t['found'] else 'MISSING'}")
+    if tv.requires.pip:
+        print("  pip packages (in this Python):")
+        for p in data["requires"]["pip"]:
+            state_text = f"installed {p['installed']}" if p["ok"] else ("MISSING" if p["installed"] is None else f"installed {p['installed']} (does not match)")
+            print(f"    {p['package']:<20} {state_text}")
+    if tv.requires.python:
+        print(f"  python:     {tv.requires.python}")
+    if tv.note:
+        print(f"  note:       {tv.note}")
+    print("  versions:")
+    print_rows = [[v["version"], v["content_id"] or "-", v["source"]] for v in data["versions"]]
+    for row in print_rows:
+        print(f"    {row[0]:<10} {row[1]:<40} {row[2]}")
+    return 0
+
+
+def _lock_path() -> Optional[str]:
+    from ..lockfile import find_lockfile
+
+    found = find_lockfile()
+    return str(found) if found else None
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from ..resolve import parse_spec, resolve
+    from ..templates import materialize_version
+
+    offline = _offline(args)
+    specs = [parse_spec(s) for s in args.specs]  # every spec checked before anything is fetched
+    results = []
+    for spec in specs:
+        resolved = resolve(spec, offline=offline)
+        tv = resolved.version
+        _err(f"fetching {tv.name} {tv.version} ...")
+        path, content_id = materialize_version(tv, offline=offline, expected=resolved.content_id, need_content_id=True)
+        results.append({"name": tv.name, "version": tv.version, "content_id": content_id, "path": str(path)})
+    if args.json:
+        print_json(results)
+    else:
+        for r in results:
+            print(f"{r['name']} {r['version']} {r['content_id']} {r['path']}")
+    return 0
+
+
+def cmd_path(args: argparse.Namespace) -> int:
+    from ..templates import get_template
+
+    print(get_template(args.spec, offline=_offline(args)))
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from ..lockfile import lock_specs
+
+    lock = lock_specs(args.specs, offline=_offline(args), progress=_err)
+    names = set()
+    from ..resolve import parse_spec
+
+    for s in args.specs:
+        names.add(parse_spec(s).name)
+    for entry in lock.entries.values():
+        if entry.name in names or entry.name.rsplit("/", 1)[-1] in names:
+            print(f"pinned {entry.name} {entry.version} {entry.content_id}")
+    _err(f"wrote {lock.path}")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from ..lockfile import sync
+
+    result = sync(frozen=args.frozen, offline=_offline(args), progress=_err)
+    for name in result.verified:
+        e = result.lock.entries[name]
+        print(f"ok {name} {e.version} {e.content_id}")
+    for name in result.changed:
+        e = result.lock.entries[name]
+        print(f"pinned {name} {e.version} {e.content_id}")
+    if result.changed:
+        _err(f"updated {result.lock.path}")
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from ..index import describe_source
+    from ..resolve import parse_spec, resolve
+    from ..templates import materialize_version
+    from ..trust import record_trust
+
+    offline = _offline(args)
+    for spec in [parse_spec(s) for s in args.specs]:
+        resolved = resolve(spec, offline=offline)
+        tv = resolved.version
+        _path, content_id = materialize_version(tv, offline=offline, expected=resolved.content_id, need_content_id=True)
+        if tv.origin.trusted:
+            print(f"{tv.name} {tv.version} is pinned by a packaged index and already trusted ({content_id})")
+            continue
+        added = record_trust(tv.name, tv.version, content_id, describe_source(tv.source))
+        print(f"{'trusted' if added else 'already trusted'} {tv.name} {tv.version} {content_id}")
+    return 0
+
+
+def cmd_cache_list(args: argparse.Namespace) -> int:
+    from ..cache import Cache
+
+    entries = Cache().list_entries()
+    rows = [
+        {"content_id": e.content_id, "size": e.size, "path": str(e.path), "sources": list(e.sources)}
+        for e in entries
+    ]
+    if args.json:
+        print_json(rows)
+        return 0
+
+    def where(sources: List[Any]) -> str:
+        if not sources:
+            return "-"
+        s = sources[0] or {}
+        text = s.get("git") or s.get("url") or "?"
+        if s.get("commit"):
+            text += f" @ {s['commit'][:12]}"
+        if s.get("subdir"):
+            text += f" {s['subdir']}"
+        return text
+
+    print_table(["CONTENT ID", "SIZE", "SOURCE"], [[r["content_id"], r["size"], where(r["sources"])] for r in rows])
+    return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    from ..cache import Cache
+
+    results = Cache().verify(repair=args.repair)
+    bad = [r for r in results if not r.ok]
+    if args.json:
+        print_json([
+            {"content_id": r.content_id, "ok": r.ok, "actual": r.actual, "removed": r.removed} for r in results
+        ])
+    else:
+        for r in results:
+            status = "ok" if r.ok else ("REMOVED (damaged)" if r.removed else f"DAMAGED (hashes to {r.actual})")
+            print(f"{r.content_id} {status}")
+        _err(f"{len(results)} entries, {len(bad)} damaged" + ("" if not bad or args.repair else "; run `microtvm cache verify --repair`"))
+    if bad and not args.repair:
+        return 1
+    return 0
+
+
+def cmd_cache_clean(args: argparse.Namespace) -> int:
+    from ..cache import Cache
+
+    keep = None
+    if args.keep_locked:
+        from ..lockfile import load_project_lock
+
+        lock = load_project_lock()
+        keep = [e.content_id for e in lock.entries.values() if e.content_id] if lock else []
+    removed = Cache().clean(keep=keep)
+    _err(f"removed {len(removed)} cached template(s)")
+    return 0
+
+
+def cmd_index_list(args: argparse.Namespace) -> int:
+    from ..index import list_extra_indexes, packaged_indexes
+
+    rows = [
+        {"name": i.name, "kind": "packaged", "location": i.origin.location, "templates": len(i.templates)}
+        for i in packaged_indexes()
+    ]
+    for e in list_extra_indexes():
+        rows.append({"name": e.name, "kind": "extra", "location": e.location, "templates": None})
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table(["NAME", "KIND", "LOCATION"], [[r["name"], r["kind"], r["location"]] for r in rows])
+    return 0
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from ..index import add_extra_index
+
+    index = add_extra_index(args.name, args.location, offline=_offline(args))
+    print(f"added index {args.name} ({len(index.templates)} template(s))")
+    return 0
+
+
+def cmd_index_remove(args: argparse.Namespace) -> int:
+    from ..index import remove_extra_index
+
+    remove_extra_index(args.name)
+    print(f"removed index {args.name}")
+    return 0
+
+
+def cmd_index_update(args: argparse.Namespace) -> int:
+    from ..errors import OfflineError
+    from ..index import update_extra_indexes
+
+    if _offline(args):
+        raise OfflineError("`microtvm index update` needs the network; run it without --offline")
+    failed = 0
+    for name, ok, message in update_extra_indexes():
+        print(f"{name}: {message}")
+        failed += not ok
+    return 1 if failed else 0

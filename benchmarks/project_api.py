@@ -1,0 +1,303 @@
+"""Project API benchmarks: server start-up, round-trip latency, transport throughput, base85.
+
+Run standalone: ``python benchmarks/project_api.py``. Every measurement is printed next to a
+baseline measured in the same run, with the ratio and the target.
+
+1. Start-up: spawn a real server (a minimal template-like handler), send server_info_query,
+   read the reply -- against ``python -c "import json"``. Median of 21 runs each, interleaved.
+   Children get PYTHONPYCACHEPREFIX (a temp folder) so bytecode is cached as after a pip install,
+   without writing into the checkout. Target: <= 1.5x.
+2. Round trip of server_info_query over the pipes, through our client, against a raw
+   one-line ping-pong with a trivial echo process (the floor: two pipe hops, two wake-ups).
+3. Transport: write_transport + read_transport of 4 MiB in 4 KiB chunks through the client and
+   a loopback server, against copying the same bytes through an os.pipe in 4 KiB pieces.
+4. base85 of 1 MiB: server.b85encode / b85decode against base64's, same bytes out. Target >= 3x.
+Plus the import time of server.py from ``python -X importtime`` (package import and a copy).
+"""
+from __future__ import annotations
+
+import base64
+import os
+import re
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from microtvm_registry.project_api import server  # noqa: E402
+
+HANDLER = '''
+{import_line}
+
+
+class Handler(server.ProjectAPIHandler):
+    def __init__(self):
+        self._buf = None
+
+    def server_info_query(self, tvm_version):
+        return server.ServerInfo("bench", True, "", [
+            server.ProjectOption("verbose", type="bool", default=False, optional=["build"], help="v"),
+        ])
+
+    def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
+        raise NotImplementedError
+
+    def build(self, options):
+        pass
+
+    def flash(self, options):
+        pass
+
+    def open_transport(self, options):
+        self._buf = bytearray()
+        return server.TransportTimeouts(0, 0, 0)
+
+    def close_transport(self):
+        self._buf = None
+
+    def read_transport(self, n, timeout_sec):
+        if not self._buf:
+            raise server.IoTimeoutError()
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    def write_transport(self, data, timeout_sec):
+        self._buf += data
+
+
+if __name__ == "__main__":
+    server.main(Handler())
+'''
+
+REQUEST = b'{"jsonrpc": "2.0", "method": "server_info_query", "params": {"tvm_version": "0.18.0"}, "id": 1}\n'
+ECHO_CHILD = (
+    "import os\n"
+    "while True:\n"
+    "    b = os.read(0, 65536)\n"
+    "    if not b: break\n"
+    "    os.write(1, b)\n"
+)
+
+
+def child_env(pycache: Path) -> dict:
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def read_line(fd: int, timeout: float = 60.0) -> bytes:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            raise RuntimeError("server did not answer within 60 s")
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError(f"server exited early; got {buf!r}")
+        buf += chunk
+    return buf
+
+
+def time_server_start(script: Path, env: dict) -> float:
+    to_r, to_w = os.pipe()
+    from_r, from_w = os.pipe()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--read-fd", str(to_r), "--write-fd", str(from_w)],
+        bufsize=0, pass_fds=(to_r, from_w), cwd=str(script.parent), env=env)
+    os.close(to_r)
+    os.close(from_w)
+    os.write(to_w, REQUEST)
+    reply = read_line(from_r)
+    elapsed = time.perf_counter() - start
+    assert reply.startswith(b'{"jsonrpc": "2.0", "id": 1, "result": {"platform_name": "bench"'), reply
+    os.close(to_w)
+    os.close(from_r)
+    proc.wait(30)
+    return elapsed
+
+
+def time_baseline(env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import json"], env=env, check=True)
+    return time.perf_counter() - start
+
+
+def line(label: str, value: str, baseline: str, ratio: str, target: str) -> None:
+    print(f"  {label:<44} {value:>14}   baseline {baseline:>14}   ratio {ratio:>8}   target {target}")
+
+
+def bench_startup(dirs: dict, env: dict, runs: int = 21) -> dict:
+    print("1. server start -> first reply (median of %d) vs python -c 'import json'" % runs)
+    for script in dirs.values():  # warm the bytecode caches
+        for _ in range(2):
+            time_server_start(script, env)
+    for _ in range(2):
+        time_baseline(env)
+    samples = {name: [] for name in dirs}
+    base = []
+    for _ in range(runs):
+        base.append(time_baseline(env))
+        for name, script in dirs.items():
+            samples[name].append(time_server_start(script, env))
+    b = statistics.median(base)
+    results = {}
+    for name, values in samples.items():
+        m = statistics.median(values)
+        results[name] = m / b
+        line(name, f"{m * 1e3:.1f} ms", f"{b * 1e3:.1f} ms", f"{m / b:.2f}x", "<= 1.5x")
+    return results
+
+
+def bench_round_trip(project: Path, env: dict, calls: int = 2000) -> float:
+    from microtvm_registry.project_api.client import instantiate_from_dir
+
+    print(f"2. server_info_query round trip over pipes (median of {calls})")
+    with instantiate_from_dir(project, timeout=60, tvm_shim=False, env=env) as client:
+        for _ in range(50):
+            client.server_info_query("0.18.0")
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            client.server_info_query("0.18.0")
+            samples.append(time.perf_counter() - start)
+    ours = statistics.median(samples)
+
+    proc = subprocess.Popen([sys.executable, "-c", ECHO_CHILD], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, bufsize=0, env=env)
+    w, r = proc.stdin.fileno(), proc.stdout.fileno()
+    raw = []
+    for i in range(calls + 50):
+        start = time.perf_counter()
+        os.write(w, REQUEST)
+        read_line(r)
+        if i >= 50:
+            raw.append(time.perf_counter() - start)
+    proc.stdin.close()
+    proc.wait(30)
+    proc.stdout.close()
+    floor = statistics.median(raw)
+    line("client -> server -> client", f"{ours * 1e6:.0f} us", f"{floor * 1e6:.0f} us", f"{ours / floor:.1f}x",
+         "<= 500 us per call (no target in the brief; baseline = raw line ping-pong)")
+    return ours
+
+
+def bench_transport(project: Path, env: dict, total: int = 4 << 20, chunk: int = 4096) -> float:
+    from microtvm_registry.project_api.client import instantiate_from_dir
+
+    print(f"3. transport: write_transport + read_transport of {total >> 20} MiB in {chunk >> 10} KiB chunks")
+    payload = os.urandom(total)
+    with instantiate_from_dir(project, timeout=60, tvm_shim=False, env=env) as client:
+        client.open_transport({})
+        received = bytearray()
+        start = time.perf_counter()
+        for offset in range(0, total, chunk):
+            client.write_transport(payload[offset:offset + chunk], 5.0)
+            received += client.read_transport(chunk, 5.0)["data"]
+        ours = time.perf_counter() - start
+        client.close_transport()
+    assert bytes(received) == payload, "transport corrupted the payload"
+
+    r, w = os.pipe()
+    copied = bytearray()
+    start = time.perf_counter()
+    for offset in range(0, total, chunk):
+        os.write(w, payload[offset:offset + chunk])
+        copied += os.read(r, chunk)
+    floor = time.perf_counter() - start
+    os.close(r)
+    os.close(w)
+    assert bytes(copied) == payload
+    mib = total / (1 << 20)
+    line("Project API loopback", f"{mib / ours:.1f} MiB/s", f"{mib / floor:.0f} MiB/s", f"{ours / floor:.0f}x",
+         ">= 5 MiB/s (no target in the brief; a UART at 115200 baud moves 0.01 MiB/s)")
+    return mib / ours
+
+
+def best_of(fn, arg, runs: int = 7) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(arg)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_b85() -> dict:
+    print("4. base85 of 1 MiB (best of 7) vs base64.b85encode/b85decode")
+    data = os.urandom(1 << 20)
+    text = base64.b85encode(data)
+    assert server.b85encode(data).encode() == text, "b85encode differs from base64.b85encode"
+    assert server.b85decode(text) == base64.b85decode(text) == data, "b85decode differs"
+    results = {}
+    for name, ours, theirs, arg in [
+        ("b85encode", server.b85encode, base64.b85encode, data),
+        ("b85decode", server.b85decode, base64.b85decode, text),
+    ]:
+        a = best_of(ours, arg)
+        b = best_of(theirs, arg)
+        results[name] = b / a
+        line(name, f"{a * 1e3:.1f} ms", f"{b * 1e3:.1f} ms", f"{b / a:.1f}x faster", ">= 3x faster")
+    return results
+
+
+def import_time(code: str, module: str, cwd: Path, env: dict, runs: int = 15) -> tuple:
+    selfs, totals = [], []
+    for _ in range(runs):
+        err = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=str(cwd), env=env,
+                             capture_output=True, text=True, check=True).stderr
+        for text in err.splitlines():
+            m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\S+)$", text)
+            if m and m.group(3) == module:
+                selfs.append(int(m.group(1)))
+                totals.append(int(m.group(2)))
+    return statistics.median(selfs), statistics.median(totals)
+
+
+def bench_import(copy_dir: Path, env: dict) -> None:
+    print("5. import time (python -X importtime, median of 15, after 'import json'; bytecode cached)")
+    pkg = import_time("import json; import microtvm_registry.project_api.server",
+                      "microtvm_registry.project_api.server", REPO, env)
+    cp = import_time("import json; import server", "server", copy_dir, env)
+    print(f"  {'server.py imported via the package':<44} self {pkg[0] / 1000:.2f} ms, cumulative "
+          f"{pkg[1] / 1000:.2f} ms (includes microtvm_registry/__init__)   target well under 100 ms")
+    print(f"  {'server.py as a copy beside a template':<44} self {cp[0] / 1000:.2f} ms, cumulative "
+          f"{cp[1] / 1000:.2f} ms   target well under 100 ms")
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-project-api-") as tmp:
+        tmp = Path(tmp)
+        env = child_env(tmp / "pycache")
+        pkg_dir = tmp / "pkg"
+        pkg_dir.mkdir()
+        (pkg_dir / "microtvm_api_server.py").write_text(
+            HANDLER.format(import_line="from microtvm_registry.project_api import server"))
+        copy_dir = tmp / "copy"
+        copy_dir.mkdir()
+        shutil.copy2(server.__file__, copy_dir / "server.py")
+        (copy_dir / "microtvm_api_server.py").write_text(HANDLER.format(import_line="import server"))
+
+        print(f"Python {sys.version.split()[0]} on {sys.platform}, {os.cpu_count()} CPUs")
+        bench_startup({
+            "server (imports microtvm_registry...server)": pkg_dir / "microtvm_api_server.py",
+            "server (template carrying a server.py copy)": copy_dir / "microtvm_api_server.py",
+        }, env)
+        bench_round_trip(pkg_dir, env)
+        bench_transport(pkg_dir, env)
+        bench_b85()
+        bench_import(copy_dir, env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,383 @@
+"""The per-user template cache: content-addressed, verified, safe under concurrency and crashes.
+
+Layout under the cache root (``dirs.cache_dir()`` unless given)::
+
+    templates/<content_id>/   complete entries only, made read-only; the name IS the tree id
+    sources/<key>             small JSON: source key -> content id (+ the source, for `cache list`)
+    tmp/<lock>--<random>/     staging on the same filesystem (so the final rename is atomic)
+    locks/<lock>.lock         one file lock per source key
+
+Why this shape:
+
+- An entry appears by one ``rename`` of a fully written and verified folder, so a reader never
+  sees a partial entry, whatever got killed when. Leftover staging folders are ignored and swept
+  by whoever next holds their lock.
+- The source key is URL-independent (commit + folder + pinned ids, or sha256 + folder), so a
+  mirror hits the same entry, and an entry whose content id is not known in advance (a template
+  with extra files) is still found offline through ``sources/<key>``, written last.
+- The warm path reads at most one small file and stats one folder: no hashing, and no import of
+  git, requests or tqdm.
+- One process fetches a given source at a time (a per-key file lock); the others wait, then find
+  the entry ready.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Iterable, List, Optional, Union
+
+from .errors import CacheError, OfflineError, VerificationError
+from .sources import ArchiveSource, GitSource, Source, source_key, source_to_dict
+
+__all__ = ["Cache", "Materialized", "CacheEntry", "VerifyResult"]
+
+_LOCK_TIMEOUT = 3600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Materialized:
+    """A template folder in the cache: ``path`` is ``templates/<content_id>``."""
+
+    path: Path
+    content_id: str
+    fetched: bool = False  # True when this call downloaded it
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheEntry:
+    content_id: str
+    path: Path
+    size: int  # bytes of file content
+    sources: tuple  # source dicts (source_to_dict) recorded for this entry
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    content_id: str
+    path: Path
+    ok: bool
+    actual: Optional[str]  # the id the folder hashes to now (None if unreadable)
+    removed: bool = False
+
+
+def _is_hex_id(name: str) -> bool:
+    return len(name) == 40 and all(c in "0123456789abcdef" for c in name)
+
+
+class Cache:
+    """Content-addressed template cache rooted at ``root`` (default: dirs.cache_dir())."""
+
+    def __init__(self, root: Union[str, Path, None] = None) -> None:
+        if root is None:
+            from .dirs import cache_dir
+
+            root = cache_dir()
+        self.root = Path(root)
+        self.templates_dir = self.root / "templates"
+        self.sources_dir = self.root / "sources"
+        self.tmp_dir = self.root / "tmp"
+        self.locks_dir = self.root / "locks"
+
+    # ---------------------------------------------------------------------------- lookups
+    def entry_path(self, content_id: str) -> Path:
+        return self.templates_dir / content_id
+
+    def has(self, content_id: str) -> bool:
+        return _is_hex_id(content_id) and self.entry_path(content_id).is_dir()
+
+    def _mapped_id(self, key: str) -> Optional[str]:
+        try:
+            with open(self.sources_dir / key, "r", encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            return None
+        cid = data.get("content_id") if isinstance(data, dict) else None
+        return cid if isinstance(cid, str) and _is_hex_id(cid) else None
+
+    def lookup(self, source: Source, expected_content_id: Optional[str] = None) -> Optional[Materialized]:
+        """The cached entry for ``source`` if there is one (cheap: no hashing, no network).
+
+        When ``expected_content_id`` is given, only an entry with that id is returned.
+        """
+        candidates: List[str] = []
+        if expected_content_id:
+            candidates.append(expected_content_id)
+        mapped = self._mapped_id(source_key(source))
+        if mapped:
+            candidates.append(mapped)
+        direct = _direct_content_id(source)
+        if direct:
+            candidates.append(direct)
+        for cid in candidates:
+            if expected_content_id and cid != expected_content_id:
+                continue
+            if self.has(cid):
+                return Materialized(self.entry_path(cid), cid)
+        return None
+
+    # ---------------------------------------------------------------------------- fetching
+    def materialize(
+        self,
+        source: Source,
+        *,
+        offline: bool = False,
+        progress: Optional[bool] = None,
+        expected_content_id: Optional[str] = None,
+        allow_file_urls: bool = True,
+        label: Optional[str] = None,
+    ) -> Materialized:
+        """Return the cached folder for ``source``, fetching and verifying it first if needed.
+
+        ``label`` names the template in messages (e.g. ``apache-tvm/zephyr@0.18.0``).
+        Raises OfflineError (offline and not cached), VerificationError (fetched content differs
+        from what is pinned: nothing is kept), UnsafeSourceError, FetchError.
+        """
+        hit = self.lookup(source, expected_content_id)
+        if hit is not None:
+            return hit
+        name = label or source.describe()
+        if offline:
+            spec = f"microtvm fetch {label}" if label else "microtvm fetch <template>"
+            raise OfflineError(
+                f"{name} is not in the cache ({self.root}) and offline mode is on;"
+                f" run `{spec}` while online first"
+            )
+        key = source_key(source)
+        with self._lock(key):
+            hit = self.lookup(source, expected_content_id)
+            if hit is not None:
+                return hit
+            self._sweep_stale(key)
+            staging = self._staging(key)
+            try:
+                from .contentid import tree_id
+                from .sources import fetch_source
+
+                folder = staging / "t"
+                fetch_source(source, folder, allow_file_urls=allow_file_urls, progress=progress)
+                content_id = tree_id(folder)
+                if expected_content_id and content_id != expected_content_id:
+                    raise VerificationError(
+                        f"{name} has content id {content_id}, not {expected_content_id} as pinned;"
+                        " refusing it (check the lockfile or index entry)"
+                    )
+                path = self._install(folder, content_id)
+                self._write_mapping(key, content_id, source)
+                return Materialized(path, content_id, fetched=True)
+            finally:
+                _rmtree(staging)
+
+    def add_folder(self, folder: Union[str, Path]) -> Materialized:
+        """Copy a local folder (packaged or plugin template) into the cache; return its entry."""
+        import shutil
+
+        from .contentid import tree_id
+        from .sources import check_links_inside
+
+        folder = Path(folder)
+        check_links_inside(folder)
+        content_id = tree_id(folder)
+        if self.has(content_id):
+            return Materialized(self.entry_path(content_id), content_id)
+        with self._lock("folder-" + content_id):
+            if self.has(content_id):
+                return Materialized(self.entry_path(content_id), content_id)
+            self._sweep_stale("folder-" + content_id)
+            staging = self._staging("folder-" + content_id)
+            try:
+                target = staging / "t"
+                shutil.copytree(folder, target, symlinks=True)
+                actual = tree_id(target)
+                if actual != content_id:
+                    raise VerificationError(
+                        f"{folder} changed while it was being copied into the cache; try again"
+                    )
+                return Materialized(self._install(target, content_id), content_id, fetched=True)
+            finally:
+                _rmtree(staging)
+
+    # ---------------------------------------------------------------------------- maintenance
+    def list_entries(self) -> List[CacheEntry]:
+        """Complete entries, with their recorded sources (from sources/*)."""
+        by_id: dict = {}
+        if self.sources_dir.is_dir():
+            for item in sorted(self.sources_dir.iterdir()):
+                try:
+                    data = json.loads(item.read_text("utf-8"))
+                except (OSError, ValueError):
+                    continue
+                if isinstance(data, dict) and isinstance(data.get("content_id"), str):
+                    by_id.setdefault(data["content_id"], []).append(data.get("source"))
+        entries = []
+        for cid in self._entry_ids():
+            path = self.entry_path(cid)
+            entries.append(CacheEntry(cid, path, _size(path), tuple(s for s in by_id.get(cid, []) if s)))
+        return entries
+
+    def verify(self, repair: bool = False) -> List[VerifyResult]:
+        """Re-hash every entry; with ``repair``, remove the ones that do not match their name."""
+        from .contentid import tree_id
+
+        results = []
+        for cid in self._entry_ids():
+            path = self.entry_path(cid)
+            try:
+                actual: Optional[str] = tree_id(path)
+            except OSError:
+                actual = None
+            ok = actual == cid
+            removed = False
+            if not ok and repair:
+                self._remove_entry(cid)
+                removed = True
+            results.append(VerifyResult(cid, path, ok, actual, removed))
+        return results
+
+    def clean(self, keep: Optional[Iterable[str]] = None) -> List[str]:
+        """Remove entries (all, or those whose id is not in ``keep``); return the removed ids.
+
+        Also drops source mappings that point at removed entries and sweeps stale staging.
+        """
+        keep_set = None if keep is None else set(keep)
+        removed = []
+        for cid in self._entry_ids():
+            if keep_set is None or cid not in keep_set:
+                self._remove_entry(cid)
+                removed.append(cid)
+        if self.sources_dir.is_dir():
+            for item in self.sources_dir.iterdir():
+                cid = self._mapped_id(item.name)
+                if cid is None or not self.has(cid):
+                    try:
+                        item.unlink()
+                    except OSError:
+                        pass
+        self._sweep_stale(None)
+        return removed
+
+    # ---------------------------------------------------------------------------- internals
+    def _entry_ids(self) -> List[str]:
+        if not self.templates_dir.is_dir():
+            return []
+        return sorted(n for n in os.listdir(self.templates_dir) if _is_hex_id(n))
+
+    def _ensure_dirs(self) -> None:
+        try:
+            for d in (self.templates_dir, self.sources_dir, self.tmp_dir, self.locks_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CacheError(
+                f"cannot create the cache folder {self.root}: {exc.strerror};"
+                " set MICROTVM_REGISTRY_CACHE to a writable folder"
+            ) from exc
+
+    def _lock(self, name: str):
+        from filelock import FileLock
+
+        self._ensure_dirs()
+        return FileLock(str(self.locks_dir / f"{name}.lock"), timeout=_LOCK_TIMEOUT)
+
+    def _staging(self, name: str) -> Path:
+        path = self.tmp_dir / f"{name}--{os.getpid()}-{os.urandom(4).hex()}"
+        path.mkdir()
+        return path
+
+    def _sweep_stale(self, name: Optional[str]) -> None:
+        """Remove staging folders nobody is working in.
+
+        With ``name`` (whose lock we hold) every ``name--*`` folder is a crashed predecessor's.
+        With None, each folder is removed only if its lock can be taken right now.
+        """
+        if not self.tmp_dir.is_dir():
+            return
+        from filelock import FileLock, Timeout
+
+        for item in os.listdir(self.tmp_dir):
+            owner, sep, _ = item.partition("--")
+            if not sep:
+                _rmtree(self.tmp_dir / item)  # removed entries being deleted, etc.
+                continue
+            if name is not None:
+                if owner == name:
+                    _rmtree(self.tmp_dir / item)
+                continue
+            lock = FileLock(str(self.locks_dir / f"{owner}.lock"), timeout=0)
+            try:
+                with lock:
+                    _rmtree(self.tmp_dir / item)
+            except Timeout:
+                pass
+
+    def _install(self, folder: Path, content_id: str) -> Path:
+        """Make ``folder`` read-only and rename it into place (someone else's identical copy wins)."""
+        _make_read_only(folder)
+        target = self.entry_path(content_id)
+        try:
+            os.rename(folder, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+        return target
+
+    def _write_mapping(self, key: str, content_id: str, source: Source) -> None:
+        data = {"content_id": content_id, "source": source_to_dict(source), "time": int(time.time())}
+        tmp = self.sources_dir / f".{key}.{os.getpid()}.{os.urandom(4).hex()}"
+        tmp.write_text(json.dumps(data, sort_keys=True), "utf-8")
+        os.replace(tmp, self.sources_dir / key)
+
+    def _remove_entry(self, content_id: str) -> None:
+        """Move the entry out of templates/ atomically, then delete it (never leave half of it)."""
+        self._ensure_dirs()
+        grave = self.tmp_dir / f"removed-{content_id}-{os.urandom(4).hex()}"
+        try:
+            os.chmod(self.entry_path(content_id), 0o755)
+            os.rename(self.entry_path(content_id), grave)
+        except FileNotFoundError:
+            return
+        _rmtree(grave)
+
+
+def _direct_content_id(source: Source) -> Optional[str]:
+    """The content id a source yields by construction, when it is known without fetching."""
+    if isinstance(source, GitSource) and not source.extra_files:
+        return source.tree
+    if isinstance(source, ArchiveSource):
+        return source.tree
+    return None
+
+
+def _make_read_only(folder: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(folder, topdown=False):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, 0o555 if st.st_mode & stat.S_IXUSR else 0o444)
+        for name in dirnames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o555)
+    os.chmod(folder, 0o555)
+
+
+def _rmtree(path: Path) -> None:
+    from .sources import _rmtree as rm
+
+    rm(path)
+
+
+def _size(folder: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    return total

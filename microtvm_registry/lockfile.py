@@ -1,0 +1,287 @@
+"""``microtvm.lock``: the templates a project was made with, pinned by exact source and content id.
+
+The file sits at the project root and is found by walking up from the current folder, like
+other lockfiles, so every command run inside the project honours it. Format::
+
+    # written by `microtvm lock`
+    schema = 1
+
+    [[template]]
+    name = "apache-tvm/zephyr"
+    version = "0.18.0"
+    index = "apache-tvm"             # where it was resolved from (informational)
+    content_id = "<40 hex>"          # git tree id of the materialized folder
+    git = "https://github.com/apache/tvm.git"
+    ref = "v0.18.0"
+    commit = "<40 hex>"
+    subdir = "apps/microtvm/zephyr/template_project"
+    tree = "<40 hex>"
+    [[template.extra]]
+    path = "python/tvm/micro/project_api/server.py"
+    dest = "server.py"
+    blob = "<40 hex>"
+
+Other sources use ``url`` + ``sha256`` (+ ``subdir``) + ``tree``, ``packaged = "templates/host"``
+or ``plugin = "<distribution>"``. An entry with only ``name`` and ``version`` (written by hand)
+is allowed: ``microtvm sync`` resolves it and records the rest, and ``sync --frozen`` refuses
+because the file would change. The file is written with tomli_w, atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .errors import LockfileError, VerificationError
+
+LOCK_NAME = "microtvm.lock"
+SCHEMA = 1
+_ENTRY_KEYS = {
+    "name", "version", "index", "content_id", "git", "ref", "commit", "subdir", "tree", "extra",
+    "url", "sha256", "packaged", "plugin",
+}
+_HEADER = (
+    "# microtvm.lock: templates pinned for this project by `microtvm lock`.\n"
+    "# Commit it; `microtvm sync` fetches and verifies exactly these.\n"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginPin:
+    """A template provided by an installed plugin distribution (verified by content id)."""
+
+    dist: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LockEntry:
+    """One pinned template. ``source`` is None for a hand-written name+version entry."""
+
+    name: str
+    version: str
+    source: Any = None
+    content_id: Optional[str] = None
+    index: Optional[str] = None
+
+    @property
+    def complete(self) -> bool:
+        return self.source is not None and self.content_id is not None
+
+    def to_table(self) -> Dict[str, Any]:
+        from .index import source_to_table
+
+        table: Dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.index:
+            table["index"] = self.index
+        if self.content_id:
+            table["content_id"] = self.content_id
+        if isinstance(self.source, PluginPin):
+            table["plugin"] = self.source.dist
+        elif self.source is not None:
+            table.update(source_to_table(self.source))
+        return table
+
+
+@dataclasses.dataclass
+class Lockfile:
+    """The parsed lockfile; ``entries`` keyed by full template name."""
+
+    path: Path
+    entries: Dict[str, LockEntry] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "Lockfile":
+        """Parse and validate; errors name the file and the key."""
+        from .index import _Checker, load_toml_bytes, parse_source, toml_decode_error, NAME_RE, HEX40
+
+        path = Path(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise LockfileError(f"{path}: cannot read: {err.strerror or err}") from None
+        try:
+            doc = load_toml_bytes(raw)
+        except UnicodeDecodeError:
+            raise LockfileError(f"{path}: not UTF-8 text") from None
+        except toml_decode_error() as err:
+            raise LockfileError(f"{path}: not valid TOML: {err}; fix it or delete it and run `microtvm lock`") from None
+        chk = _Checker(str(path), LockfileError)
+        schema = doc.get("schema")
+        if schema is None:
+            raise chk.fail("schema", "missing (required): add `schema = 1` at the top")
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema != SCHEMA:
+            raise chk.fail("schema", f"expected {SCHEMA}, got {schema!r}")
+        from packaging.version import InvalidVersion, Version
+
+        lock = cls(path)
+        for n, table in enumerate(chk.get_tables(doc, "template", "")):
+            key = f"template[{n}]"
+            chk.unknown(table, _ENTRY_KEYS, key)
+            name = chk.get_str(table, "name", key, required=True)
+            if not NAME_RE.match(name):
+                raise chk.fail(f"{key}.name", f"{name!r} is not NAME or VENDOR/NAME")
+            if name in lock.entries:
+                raise chk.fail(f"{key}.name", f"{name!r} is pinned twice")
+            version = chk.get_str(table, "version", key, required=True)
+            try:
+                Version(version)
+            except InvalidVersion:
+                raise chk.fail(f"{key}.version", f"{version!r} is not a PEP 440 version") from None
+            content_id = chk.get_str(table, "content_id", key)
+            if content_id is not None and not HEX40.match(content_id):
+                raise chk.fail(f"{key}.content_id", "expected 40 hex digits")
+            index = chk.get_str(table, "index", key)
+            if "plugin" in table:
+                others = [k for k in ("git", "url", "packaged", "path") if k in table]
+                if others:
+                    raise chk.fail(key, f"give one source, not plugin and {others[0]}")
+                source: Any = PluginPin(chk.get_str(table, "plugin", key, required=True))
+            else:
+                source = parse_source(
+                    chk, table, key, base=None, allow_packaged=True, allow_folder=False, required=False
+                )
+            if source is not None and content_id is None:
+                raise chk.fail(f"{key}.content_id", "missing: an entry with a source must pin its content id")
+            lock.entries[name] = LockEntry(name, version, source, content_id, index)
+        return lock
+
+    def to_bytes(self) -> bytes:
+        import tomli_w
+
+        doc = {"schema": SCHEMA, "template": [self.entries[n].to_table() for n in sorted(self.entries)]}
+        return _HEADER.encode("utf-8") + b"\n" + tomli_w.dumps(doc).encode("utf-8")
+
+    def save(self) -> None:
+        from .index import atomic_write_bytes
+
+        atomic_write_bytes(self.path, self.to_bytes())
+
+    def find(self, name: str) -> Optional[LockEntry]:
+        """The entry for a full name, or for a short name pinned exactly once."""
+        if name in self.entries:
+            return self.entries[name]
+        if "/" not in name:
+            hits = [e for n, e in self.entries.items() if n.rsplit("/", 1)[-1] == name]
+            if len(hits) == 1:
+                return hits[0]
+        return None
+
+
+def find_lockfile(start: Optional[Path] = None) -> Optional[Path]:
+    """``microtvm.lock`` in ``start`` (default: the current folder) or the nearest parent."""
+    here = Path(start or os.getcwd()).absolute()
+    for folder in (here, *here.parents):
+        candidate = folder / LOCK_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_project_lock(start: Optional[Path] = None) -> Optional[Lockfile]:
+    """The project's lockfile, or None when there is none."""
+    path = find_lockfile(start)
+    return Lockfile.load(path) if path else None
+
+
+# ----------------------------------------------------------------------------------------------
+# lock and sync
+
+
+Progress = Optional[Callable[[str], None]]
+
+
+def lock_specs(
+    specs: Sequence[str], *, offline: bool = False, start: Optional[Path] = None, progress: Progress = None
+) -> Lockfile:
+    """Resolve each spec (ignoring its current pin), fetch it to learn its content id, pin it.
+
+    The lockfile is the one found from ``start`` (default cwd), or a new one in that folder. The
+    file is written once, after every spec succeeded, so a failure changes nothing.
+    """
+    from .resolve import parse_spec, resolve
+    from .templates import materialize_version
+
+    path = find_lockfile(start) or Path(start or os.getcwd()).absolute() / LOCK_NAME
+    lock = Lockfile.load(path) if path.exists() else Lockfile(path)
+    parsed = [parse_spec(s) for s in specs]
+    for spec in parsed:
+        resolved = resolve(spec, use_lock=False, offline=offline)
+        tv = resolved.version
+        if progress:
+            progress(f"locking {tv.name} {tv.version}")
+        _path, content_id = materialize_version(tv, offline=offline, need_content_id=True)
+        lock.entries[tv.name] = entry_for(tv, content_id)
+    lock.save()
+    return lock
+
+
+def entry_for(tv: Any, content_id: str) -> LockEntry:
+    """The lock entry that pins template version ``tv`` at ``content_id``."""
+    from .index import FolderSource
+
+    source = tv.source
+    if isinstance(source, FolderSource):
+        source = PluginPin(tv.origin.name)
+    return LockEntry(tv.name, tv.version, source, content_id, tv.origin.name)
+
+
+@dataclasses.dataclass
+class SyncResult:
+    lock: Lockfile
+    changed: List[str]  # entries that were incomplete and got resolved
+    verified: List[str]
+
+
+def sync(
+    *, frozen: bool = False, offline: bool = False, start: Optional[Path] = None, progress: Progress = None
+) -> SyncResult:
+    """Fetch and verify everything pinned; complete hand-written entries (not with ``frozen``).
+
+    A content id that differs from the pin raises VerificationError and nothing is cached under
+    it. With ``frozen`` the lockfile must already be complete: anything that would change it is
+    a LockfileError (exit 1), so CI never silently re-pins.
+    """
+    from .resolve import Spec, _resolve_pin, resolve
+    from .templates import materialize_version
+
+    path = find_lockfile(start)
+    if path is None:
+        raise LockfileError(f"no {LOCK_NAME} in {Path(start or os.getcwd()).absolute()} or its parents; run `microtvm lock SPEC` first")
+    lock = Lockfile.load(path)
+    incomplete = [name for name, e in sorted(lock.entries.items()) if not e.complete]
+    if frozen and incomplete:
+        raise LockfileError(
+            f"{path}: {', '.join(incomplete)} would be resolved and pinned (no exact source/content id yet); "
+            "run `microtvm sync` without --frozen and commit the result"
+        )
+    changed, verified = [], []
+    for name in sorted(lock.entries):
+        entry = lock.entries[name]
+        if progress:
+            progress(f"syncing {name} {entry.version}")
+        if entry.complete:
+            pinned = _resolve_pin(Spec.exact(name, entry.version), entry, lock.path, None, offline)
+            _p, content_id = materialize_version(
+                pinned.version, offline=offline, expected=entry.content_id, need_content_id=True, progress=None
+            )
+            check_content_id(f"{name} {entry.version}", entry.content_id, content_id)
+            verified.append(name)
+            continue
+        spec = Spec.exact(name, entry.version)
+        resolved = resolve(spec, use_lock=False, offline=offline)
+        _p, content_id = materialize_version(resolved.version, offline=offline, need_content_id=True)
+        lock.entries[name] = entry_for(resolved.version, content_id)
+        changed.append(name)
+    if changed:
+        lock.save()
+    return SyncResult(lock, changed, verified)
+
+
+def check_content_id(label: str, expected: Optional[str], actual: Optional[str]) -> None:
+    """Raise VerificationError if a pinned content id does not match what was materialized."""
+    if expected and actual and expected != actual:
+        raise VerificationError(
+            f"{label}: content id {actual} does not match the pinned {expected}; "
+            "the source changed, so it was refused: check it, then re-pin with `microtvm lock`"
+        )

@@ -1,0 +1,138 @@
+"""Spec in, local template folder out: resolve, then packaged path or cache materialization.
+
+``get_template`` is what ``microtvm path`` and the Python API use: it must stay fast on a warm
+cache (no hashing of packaged or plugin folders, no GitPython/requests imports when the cache
+already has the entry). ``get_template_for_run`` adds what running a server needs: pinned
+content ids verified for every kind of source, and the trust check.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Optional, Tuple
+
+from .errors import TemplateNotFoundError, UnsafeSourceError
+
+TVM_PLATFORMS = ("crt", "zephyr", "arduino")
+CURATED_INDEX = "apache-tvm"
+
+
+def _offline(flag: bool) -> bool:
+    from .dirs import is_offline
+
+    return is_offline(flag)
+
+
+def materialize_version(
+    tv: Any,
+    *,
+    offline: bool = False,
+    expected: Optional[str] = None,
+    need_content_id: bool = False,
+    progress: Optional[bool] = None,
+) -> Tuple[Path, Optional[str]]:
+    """The local folder of template version ``tv`` and, when known or needed, its content id.
+
+    Cached sources are materialized (and verified against ``expected``) by the cache. Packaged
+    and plugin folders are used in place; they are hashed only when ``expected`` or
+    ``need_content_id`` asks for it, since hashing is the one slow thing on a warm path.
+    """
+    from .index import FolderSource, PackagedSource, describe_source, is_local_location
+    from .lockfile import check_content_id
+
+    source = tv.source
+    label = f"{tv.name} {tv.version}"
+    if isinstance(source, (PackagedSource, FolderSource)):
+        if isinstance(source, PackagedSource):
+            from .packaged import get_packaged_resource
+
+            path = get_packaged_resource(source.relpath)
+        else:
+            path = Path(source.path)
+            if not path.is_dir():
+                raise TemplateNotFoundError(
+                    f"{label}: the plugin's folder {path} does not exist; reinstall the plugin {tv.origin.name!r}"
+                )
+        content_id = None
+        if expected or need_content_id:
+            from .contentid import tree_id
+
+            content_id = tree_id(path)
+            check_content_id(f"{label} ({describe_source(source)})", expected, content_id)
+        return path, content_id
+    if tv.origin.remote and is_local_location(source.url):
+        raise UnsafeSourceError(
+            f"{label} from {tv.origin.describe()} names the local source {source.url!r}; a remote index may "
+            "only name network sources, so it was refused (ask the index's owner to fix it)"
+        )
+    from .cache import Cache
+
+    result = Cache().materialize(
+        source,
+        offline=offline,
+        progress=progress,
+        expected_content_id=expected,
+        allow_file_urls=not tv.origin.remote,
+        label=f"{tv.name}@{tv.version}",
+    )
+    return Path(result.path), result.content_id
+
+
+def get_template(spec: str, offline: bool = False, *, progress: Optional[bool] = None) -> Path:
+    """The local folder of the template ``spec`` names (fetched into the cache unless offline)."""
+    from .resolve import resolve
+
+    offline = _offline(offline)
+    resolved = resolve(spec, offline=offline)
+    path, _ = materialize_version(resolved.version, offline=offline, expected=_cached_expected(resolved), progress=progress)
+    return path
+
+
+def _cached_expected(resolved: Any) -> Optional[str]:
+    """Pins are verified by the cache for cached sources; in-place folders only when running."""
+    from .index import FolderSource, PackagedSource
+
+    if isinstance(resolved.version.source, (PackagedSource, FolderSource)):
+        return None
+    return resolved.content_id
+
+
+def get_template_for_run(
+    spec: str, offline: bool = False, trust: bool = False, *, progress: Optional[bool] = None
+) -> Path:
+    """Like :func:`get_template`, for starting the template's server: pins verified, trust checked.
+
+    Raises TrustError (with the command to run) when the template's content id is not trusted.
+    """
+    from .resolve import resolve
+    from .trust import check_trust
+
+    offline = _offline(offline)
+    resolved = resolve(spec, offline=offline)
+    tv = resolved.version
+    path, content_id = materialize_version(
+        tv,
+        offline=offline,
+        expected=resolved.content_id,
+        need_content_id=not tv.origin.trusted,
+        progress=progress,
+    )
+    check_trust(tv, content_id, allow=trust)
+    return path
+
+
+def get_microtvm_template_projects(platform: str) -> Path:
+    """TVM's function: the template folder for "crt", "zephyr" or "arduino".
+
+    The newest version in the curated apache-tvm index, or the project's lockfile pin; fetched
+    into the cache on first use (set MICROTVM_REGISTRY_OFFLINE=1 to use only what is cached).
+    """
+    if platform not in TVM_PLATFORMS:
+        raise ValueError(f"platform {platform!r} is not one of {', '.join(TVM_PLATFORMS)}")
+    from .index import Catalog, packaged_indexes
+    from .resolve import resolve
+
+    offline = _offline(False)
+    curated = Catalog([i for i in packaged_indexes() if i.name == CURATED_INDEX])
+    resolved = resolve(f"{CURATED_INDEX}/{platform}", catalog=curated, offline=offline)
+    path, _ = materialize_version(resolved.version, offline=offline, expected=_cached_expected(resolved))
+    return path

@@ -1,0 +1,89 @@
+"""``microtvm run`` and ``microtvm demo`` as a user runs them: real subprocesses."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+HANG_STOP = 300  # seconds; only stops a hang, never asserted on
+
+
+def microtvm(*args, cwd=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "microtvm_registry", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=HANG_STOP,
+    )
+
+
+@pytest.fixture(scope="module")
+def built_project(host_template, kernels_mlf, tmp_path_factory):
+    from microtvm_registry.project import generate_project
+
+    proj = generate_project(host_template, kernels_mlf, tmp_path_factory.mktemp("cli") / "proj")
+    proj.build()
+    proj.close()
+    return proj.path
+
+
+def test_run_reads_npy_inputs_and_writes_npy_outputs(built_project, tmp_path):
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 16), dtype=np.float32)
+    w = rng.standard_normal((8, 16), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "w.npy", w)
+    result = microtvm("run", str(built_project), "--input", f"x={tmp_path / 'x.npy'}", "--input",
+                      f"w={tmp_path / 'w.npy'}", "--function", "dense", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "out" / "y.npy"
+    assert f"wrote {written} (float32, shape (4, 8))" in result.stdout
+    np.testing.assert_allclose(np.load(written), x @ w.T, rtol=1e-5, atol=1e-5)
+
+
+def test_run_errors_are_one_line(built_project, tmp_path):
+    np = pytest.importorskip("numpy")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 3), np.float32))
+    no_function = microtvm("run", str(built_project), "--input", f"x={tmp_path / 'bad.npy'}")
+    assert no_function.returncode == 1
+    assert "pick one with --function" in no_function.stderr
+    bad_shape = microtvm("run", str(built_project), "-f", "dense", "--input", f"x={tmp_path / 'bad.npy'}",
+                         "--input", f"w={tmp_path / 'bad.npy'}", "--output-dir", str(tmp_path / "out"))
+    assert bad_shape.returncode == 1
+    lines = bad_shape.stderr.strip().splitlines()
+    assert lines[-1].startswith("microtvm: error: dense: argument x expects shape (4, 16) float32")
+    assert not (tmp_path / "out").exists()
+    malformed = microtvm("run", str(built_project), "--input", "no-equals-sign")
+    assert malformed.returncode == 1 and "NAME=FILE.npy" in malformed.stderr
+
+
+def test_demo_compiles_runs_and_checks_against_numpy(tmp_path):
+    pytest.importorskip("tvm")
+    result = microtvm("demo", "--workdir", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("demo: dense+bias+relu on the host device vs numpy: max abs error")
+    assert last.endswith(": OK")
+    for step in ("[1/5] compiling", "[2/5] exporting", "[3/5] generating", "[4/5] building", "[5/5] running"):
+        assert step in result.stderr
+    assert (tmp_path / "demo" / "host-project" / "build" / "main").is_file()
+    again = microtvm("demo", "--workdir", str(tmp_path / "demo"))
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_demo_without_apache_tvm_says_what_to_install(tmp_path):
+    blocker = tmp_path / "blocker" / "tvm"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('apache-tvm hidden for this test')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "blocker") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = microtvm("demo", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "microtvm: error: apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
+    ]

@@ -1,0 +1,199 @@
+"""Real misbehaving servers: the client reports each fault clearly and never leaks."""
+from __future__ import annotations
+
+import gc
+import os
+import signal
+
+import pytest
+
+from fault_servers import children_of, fault_env, make_server_dir, open_fds
+from microtvm_registry.project_api import client as C
+
+
+@pytest.fixture
+def srv(tmp_path):
+    return make_server_dir(tmp_path / "srv")
+
+
+def start(folder, mode, timeout=30.0, after=0):
+    return C.instantiate_from_dir(folder, env=fault_env(mode, after=after), timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    fds = open_fds()
+    kids = children_of(os.getpid())
+    yield
+    gc.collect()
+    assert children_of(os.getpid()) == kids
+    assert open_fds() == fds
+
+
+def test_crash_mid_call(srv):
+    client = start(srv, "crash", after=1)
+    assert client.server_info_query()["platform_name"] == "fault"
+    with pytest.raises(C.ServerDiedError) as info:
+        client.build({})
+    msg = str(info.value)
+    assert "died while handling build" in msg and "exited with status 3" in msg and str(srv) in msg
+    assert "\n" not in msg
+    assert isinstance(info.value, C.ConnectionShutdownError)
+    assert client.is_shutdown and client.process.returncode == 3
+
+
+def test_killed_by_signal(srv):
+    with start(srv, "sigkill") as client:
+        with pytest.raises(C.ServerDiedError, match="killed by SIGKILL"):
+            client.flash({})
+
+
+def test_exit_at_start(srv):
+    with start(srv, "exit_at_start") as client:
+        with pytest.raises(C.ServerDiedError, match="server_info_query.*exited with status 5"):
+            client.server_info_query()
+
+
+def test_partial_reply_then_exit(srv):
+    with start(srv, "partial_then_exit") as client:
+        with pytest.raises(C.ServerDiedError, match="status 7"):
+            client.build({})
+
+
+def test_hang_times_out_and_server_is_stopped(srv):
+    client = start(srv, "hang", timeout=0.5)
+    with pytest.raises(C.ServerTimeoutError) as info:
+        client.build({})
+    msg = str(info.value)
+    assert "did not answer build within 0.5 s" in msg and "was stopped" in msg
+    assert client.process.returncode == -signal.SIGTERM
+    with pytest.raises(C.ConnectionShutdownError):
+        client.build({})
+
+
+def test_hang_ignoring_sigterm_is_killed(srv, monkeypatch):
+    monkeypatch.setattr(C, "TERMINATE_GRACE_SEC", 0.3)
+    client = start(srv, "hang_unkillable", timeout=0.5)
+    with pytest.raises(C.ServerTimeoutError):
+        client.server_info_query()
+    assert client.process.returncode == -signal.SIGKILL
+
+
+def test_transport_wait_adds_timeout_sec(srv):
+    client = start(srv, "hang", timeout=0.2)
+    assert client._wait_for(1.5) == pytest.approx(1.7)
+    assert client._wait_for(None) == pytest.approx(0.2)
+    with pytest.raises(C.ServerTimeoutError, match="read_transport within 0.45 s"):
+        client.read_transport(1, 0.25)
+
+
+@pytest.mark.parametrize(
+    "mode, why",
+    [
+        ("garbage", "not JSON"),
+        ("bad_utf8", "not JSON"),
+        ("not_object", "not a JSON object"),
+        ("wrong_jsonrpc", "jsonrpc is '1.0'"),
+        ("no_result", "neither result nor error"),
+        ("no_id", "no id"),
+    ],
+)
+def test_malformed_replies(srv, mode, why):
+    client = start(srv, mode)
+    with pytest.raises(C.MalformedReplyError) as info:
+        client.build({})
+    assert why in str(info.value) and "build" in str(info.value)
+    assert client.is_shutdown  # the stream cannot be trusted any more
+
+
+def test_mismatched_id(srv):
+    client = start(srv, "bad_id")
+    with pytest.raises(C.MismatchedIdError, match="request id 1.*with id 2"):
+        client.server_info_query()
+    assert client.is_shutdown
+
+
+def test_null_id_error_is_raised_as_the_error(srv):
+    from microtvm_registry.project_api import server
+
+    with start(srv, "null_id") as client:
+        with pytest.raises(server.JSONRPCError, match="request: bad"):
+            client.build({})
+        with pytest.raises(C.ServerDiedError, match="status 0"):
+            client.build({})
+
+
+def test_reply_pipe_closed_but_process_alive(srv, monkeypatch):
+    monkeypatch.setattr(C, "SHUTDOWN_GRACE_SEC", 0.2)
+    client = start(srv, "close_reply_pipe")
+    with pytest.raises(C.ConnectionShutdownError, match="closed its reply pipe") as info:
+        client.build({})
+    assert not isinstance(info.value, C.ServerDiedError)
+    assert client.process.returncode is not None
+
+
+def test_close_stops_server_that_ignores_eof(srv):
+    client = C.instantiate_from_dir(srv, env=fault_env("slow_eof"), timeout=5)
+    client.server_info_query()
+    client._finalizer.detach()
+    assert client._channel.close(grace=0.2) == -signal.SIGTERM
+
+
+def test_garbage_collected_client_reaps_server(srv):
+    client = start(srv, "ok")
+    client.server_info_query()
+    proc = client.process
+    del client
+    gc.collect()
+    assert proc.returncode == 0
+
+
+def test_launcher_not_executable(srv):
+    launcher = srv / C.SERVER_LAUNCHER
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o644)
+    with pytest.raises(C.ProjectAPIServerNotFoundError, match="chmod"):
+        C.instantiate_from_dir(srv)
+
+
+def test_bad_timeout_rejected_before_start(srv):
+    with pytest.raises(ValueError):
+        C.instantiate_from_dir(srv, timeout=0)
+
+
+def test_write_to_dead_server(srv):
+    client = start(srv, "crash", after=1)
+    client.server_info_query()
+    with pytest.raises(C.ServerDiedError):
+        client.write_transport(b"\x00" * 200000, None)  # more than a pipe buffer
+
+
+@pytest.mark.slow
+def test_500_launches_leave_nothing_behind(tmp_path):
+    """A mix of normal and faulty servers; every process reaped, every descriptor closed."""
+    srv = make_server_dir(tmp_path / "srv")
+    modes = ["ok", "ok", "ok", "crash", "garbage", "exit_at_start", "protocol2", "bad_id", "sigkill", "ok"]
+    envs = {m: fault_env(m) for m in modes + ["hang"]}
+    outcomes = {}
+    for i in range(500):
+        mode = "hang" if i % 100 == 99 else modes[i % len(modes)]
+        timeout = 0.5 if mode == "hang" else 30.0
+        try:
+            client = C.instantiate_from_dir(srv, env=envs[mode], timeout=timeout)
+            if i % 7 == 0:
+                client.server_info_query()
+                del client  # left to the garbage collector
+                continue
+            with client:
+                client.server_info_query()
+                client.build({})
+            outcome = "ok"
+        except C.ProjectAPIErrorBase as err:
+            outcome = type(err).__name__
+        outcomes.setdefault(mode, set()).add(outcome)
+    assert outcomes["ok"] == {"ok"}
+    assert outcomes["crash"] == {"ServerDiedError"}
+    assert outcomes["garbage"] == {"MalformedReplyError"}
+    assert outcomes["protocol2"] == {"UnsupportedProtocolVersionError"}
+    assert outcomes["bad_id"] == {"MismatchedIdError"}
+    assert outcomes["hang"] == {"ServerTimeoutError"}
