@@ -1,8 +1,9 @@
 """Files shipped inside the wheel: packaged templates and indexes.
 
 In an installed wheel the top-level ``templates/`` and ``index/`` folders live inside the
-package (see pyproject's package-dir); in a source checkout or an editable install they sit
-beside it. Both are found here, so callers never care which.
+package as ``microtvm_registry/data/templates`` and ``microtvm_registry/data/index`` (see
+pyproject's package-dir); in a source checkout or an editable install they sit beside the
+package. Both are found here, so callers never care which.
 
 A template is run as a subprocess from a real folder, so when the package is imported from a
 zip (zipimport, a zipapp) there is no real path: the requested subtree is then extracted once
@@ -24,11 +25,12 @@ from .errors import TemplateNotFoundError
 _PACKAGE = __name__.rsplit(".", 1)[0]
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _DATA_ROOTS = ("templates", "index")
+_DATA_DIR = "data"  # where the wheel puts templates/ and index/ inside the package
 EXTRACT_DIR = "packaged"
 
 
 def _data_root(top: str) -> Path:
-    inside = _PACKAGE_DIR / top
+    inside = _PACKAGE_DIR / _DATA_DIR / top
     if inside.is_dir():
         return inside
     return _PACKAGE_DIR.parent / top
@@ -105,12 +107,12 @@ def _zip_executable(item: Any) -> bool:
 
 
 def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
-    node = root
+    node = root.joinpath(_DATA_DIR)
     for n, part in enumerate(parts):
         child = node.joinpath(part)
         if not (child.is_dir() or child.is_file()):
             known = sorted(c.name for c in node.iterdir()) if node.is_dir() else []
-            where = "/".join(parts[:n]) or _PACKAGE
+            where = "/".join(parts[:n]) or f"{_PACKAGE}/{_DATA_DIR}"
             raise TemplateNotFoundError(
                 f"no packaged resource {relpath!r}; {where}/ has: {', '.join(known) or 'nothing'}"
             )

@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from .errors import OptionError, ProjectError
+from .errors import BuildError, OptionError, ProjectError
 from .project_api import client as _client_mod
 from .project_api.client import DEFAULT_TIMEOUT_SEC, MalformedReplyError, ProjectAPIClient
 
@@ -437,8 +437,17 @@ class GeneratedProject(_Project):
         return self._prepare(method, merged)
 
     def build(self, options: Optional[Mapping[str, Any]] = None) -> Any:
+        """Build the project; a failure the server reports becomes a BuildError with its text
+        (for the host template: the telling compiler line first, then the compiler's last lines)."""
+        from .project_api.server import ServerError
+
         opts = self._merged("build", options)
-        return self._ensure_client().build(opts)
+        try:
+            return self._ensure_client().build(opts)
+        except ServerError as err:
+            if type(err) is not ServerError:  # transport/version errors keep their own type
+                raise
+            raise BuildError(err.message) from err
 
     def flash(self, options: Optional[Mapping[str, Any]] = None) -> Any:
         opts = self._merged("flash", options)

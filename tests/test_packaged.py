@@ -44,11 +44,11 @@ def _build_zip(target: Path) -> Path:
     """The package as a zip, laid out as the wheel lays it out (templates/ and index/ inside)."""
     root = PACKAGE_DIR.parent
     with zipfile.ZipFile(target, "w") as zf:
-        for base, arc in [(PACKAGE_DIR, "microtvm_registry"), (root / "templates", "microtvm_registry/templates"), (root / "index", "microtvm_registry/index")]:
+        for base, arc in [(PACKAGE_DIR, "microtvm_registry"), (root / "templates", "microtvm_registry/data/templates"), (root / "index", "microtvm_registry/data/index")]:
             for path in sorted(base.rglob("*")):
                 if "__pycache__" in path.parts or path.is_dir():
                     continue
-                if base == PACKAGE_DIR and path.relative_to(base).parts[0] in ("templates", "index"):
+                if base == PACKAGE_DIR and path.relative_to(base).parts[0] == "data":
                     continue
                 info = zipfile.ZipInfo(f"{arc}/{path.relative_to(base).as_posix()}", (2024, 1, 1, 0, 0, 0))
                 info.external_attr = (path.stat().st_mode & 0xFFFF) << 16

@@ -995,31 +995,46 @@ _M7225_Q = (1 << 33) // 7225 + 1  # quotients < 2**20 divided by 85**2: s = 33
 _M85 = (1 << 20) // 85 + 1  # pairs < 2**13 divided by 85: s = 20
 
 
-def _b85encode_words(b, k: int) -> bytearray:
-    """Encode ``k`` 4-byte big-endian words (b has exactly 4*k bytes) as 5*k digit values."""
+_b85_mask_cache: dict = {}
+
+
+def _b85_masks(k: int) -> tuple:
+    """Per-lane constants for ``k`` 64-bit lanes, cached: equal-sized chunks reuse them."""
+    masks = _b85_mask_cache.get(k)
+    if masks is None:
+        ones = int.from_bytes(b"\0\0\0\0\0\0\0\x01" * k, "big")
+        masks = (ones * 0xFFFFF, ones * 0x7F, ones * 0x7F0000007F,  # encoding
+                 ones * 0xFF00FF, ones * 0xFFFF, ones * 0xFF)  # decoding
+        if len(_b85_mask_cache) >= 4:
+            _b85_mask_cache.clear()
+        _b85_mask_cache[k] = masks
+    return masks
+
+
+def _b85encode_words(b, k: int, out, at: int) -> None:
+    """Encode ``k`` 4-byte big-endian words (b has 4*k bytes) as digit values into out[at:]."""
     lanes = bytearray(8 * k)
     lanes[4::8] = b[0::4]
     lanes[5::8] = b[1::4]
     lanes[6::8] = b[2::4]
     lanes[7::8] = b[3::4]
     x = int.from_bytes(lanes, "big")
-    ones = int.from_bytes(b"\0\0\0\0\0\0\0\x01" * k, "big")
-    q = ((x * _M7225_W) >> 44) & (ones * 0xFFFFF)  # w // 85**2
+    m20, m7, m7x2 = _b85_masks(k)[:3]
+    q = ((x * _M7225_W) >> 44) & m20  # w // 85**2
     low_pair = x - q * 7225  # d3*85 + d4
-    d0 = ((q * _M7225_Q) >> 33) & (ones * 0x7F)  # w // 85**4
+    d0 = ((q * _M7225_Q) >> 33) & m7  # w // 85**4
     high_pair = q - d0 * 7225  # d1*85 + d2
     pairs = low_pair | (high_pair << 32)
-    tens = ((pairs * _M85) >> 20) & (ones * 0x7F0000007F)  # d3 at bit 0, d1 at bit 32
+    tens = ((pairs * _M85) >> 20) & m7x2  # d3 at bit 0, d1 at bit 32
     units = pairs - tens * 85  # d4 at bit 0, d2 at bit 32
     z = units | (tens << 8) | (d0 << 48)  # lane bytes: _ d0 d1 d2 _ _ d3 d4
     zb = z.to_bytes(8 * k, "big")
-    out = bytearray(5 * k)
-    out[0::5] = zb[1::8]
-    out[1::5] = zb[2::8]
-    out[2::5] = zb[3::8]
-    out[3::5] = zb[6::8]
-    out[4::5] = zb[7::8]
-    return out
+    end = at + 5 * k
+    out[at:end:5] = zb[1::8]
+    out[at + 1:end:5] = zb[2::8]
+    out[at + 2:end:5] = zb[3::8]
+    out[at + 3:end:5] = zb[6::8]
+    out[at + 4:end:5] = zb[7::8]
 
 
 def b85encode(data) -> str:
@@ -1033,22 +1048,19 @@ def b85encode(data) -> str:
     if pad:
         data = bytes(data) + b"\0" * pad
     total = len(data) // 4
+    out = bytearray(5 * total)
+    view = memoryview(data)
     step = _B85_CHUNK_WORDS
-    if total <= step:
-        out = _b85encode_words(data, total)
-    else:
-        view = memoryview(data)
-        out = bytearray()
-        for start in range(0, total, step):
-            k = min(step, total - start)
-            out += _b85encode_words(view[4 * start:4 * (start + k)], k)
+    for start in range(0, total, step):
+        k = min(step, total - start)
+        _b85encode_words(view[4 * start:4 * (start + k)], k, out, 5 * start)
     if pad:
         del out[-pad:]
     return out.translate(_B85_ENCODE_TABLE).decode("ascii")
 
 
-def _b85decode_groups(digits, k: int, offset: int) -> bytes:
-    """Decode ``k`` groups of 5 digit values; ``offset`` is the first group's input position."""
+def _b85decode_groups(digits, k: int, offset: int, out, at: int) -> None:
+    """Decode ``k`` groups of 5 digit values into out[at:]; ``offset`` is the input position."""
     lanes = bytearray(8 * k)  # lane bytes: _ _ _ d4 d2 d3 d0 d1
     lanes[6::8] = digits[0::5]
     lanes[7::8] = digits[1::5]
@@ -1056,22 +1068,19 @@ def _b85decode_groups(digits, k: int, offset: int) -> bytes:
     lanes[5::8] = digits[3::5]
     lanes[3::8] = digits[4::5]
     x = int.from_bytes(lanes, "big")
-    ones = int.from_bytes(b"\0\0\0\0\0\0\0\x01" * k, "big")
-    low_bytes = ones * 0xFF00FF
+    low_bytes, m16, m8 = _b85_masks(k)[3:]
     pairs = (x & low_bytes) + ((x >> 8) & low_bytes) * 85  # d0*85+d1 at bit 0, d2*85+d3 at 16
-    m16 = ones * 0xFFFF
-    words = (pairs & m16) * 614125 + ((pairs >> 16) & m16) * 85 + ((x >> 32) & (ones * 0xFF))
+    words = (pairs & m16) * 614125 + ((pairs >> 16) & m16) * 85 + ((x >> 32) & m8)
     wb = words.to_bytes(8 * k, "big")
     over = wb[3::8]
     if over.strip(b"\0"):
         group = len(over) - len(over.lstrip(b"\0"))
         raise ValueError(f"base85 overflow in hunk starting at byte {offset + 5 * group}")
-    out = bytearray(4 * k)
-    out[0::4] = wb[4::8]
-    out[1::4] = wb[5::8]
-    out[2::4] = wb[6::8]
-    out[3::4] = wb[7::8]
-    return out
+    end = at + 4 * k
+    out[at:end:4] = wb[4::8]
+    out[at + 1:end:4] = wb[5::8]
+    out[at + 2:end:4] = wb[6::8]
+    out[at + 3:end:4] = wb[7::8]
 
 
 def b85decode(text) -> bytes:
@@ -1097,15 +1106,12 @@ def b85decode(text) -> bytes:
             b85decode(raw[: 5 * (bad // 5)])
         raise ValueError(f"bad base85 character at position {bad}")
     total = len(digits) // 5
+    out = bytearray(4 * total)
+    view = memoryview(digits)
     step = _B85_CHUNK_WORDS
-    if total <= step:
-        out = _b85decode_groups(digits, total, 0)
-    else:
-        view = memoryview(digits)
-        out = bytearray()
-        for start in range(0, total, step):
-            k = min(step, total - start)
-            out += _b85decode_groups(view[5 * start:5 * (start + k)], k, 5 * start)
+    for start in range(0, total, step):
+        k = min(step, total - start)
+        _b85decode_groups(view[5 * start:5 * (start + k)], k, 5 * start, out, 4 * start)
     if pad:
         del out[-pad:]
     return bytes(out)

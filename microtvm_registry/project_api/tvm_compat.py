@@ -34,8 +34,12 @@ def shim_dir() -> Optional[Path]:
 
 def server_environment(base: Optional[Mapping[str, str]] = None, shim: bool = True) -> Dict[str, str]:
     """The environment for a server process: ``base`` (default os.environ) with the shim first on
-    PYTHONPATH. Everything else is inherited unchanged, as TVM's client does."""
+    PYTHONPATH, and PYTHONDONTWRITEBYTECODE set: a template's server often runs from a read-only,
+    content-verified cache entry, where a ``__pycache__`` written beside it would make
+    ``microtvm cache verify`` report tampering. Everything else is inherited unchanged, as TVM's
+    client does."""
     env = dict(os.environ if base is None else base)
+    env.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     folder = shim_dir() if shim else None
     if folder is not None:
         old = env.get("PYTHONPATH")

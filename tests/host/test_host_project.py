@@ -8,6 +8,8 @@ import tarfile
 import numpy as np
 import pytest
 
+from microtvm_registry.errors import BuildError
+
 pytest.importorskip("tvm")
 
 from microtvm_registry.errors import SessionError  # noqa: E402
@@ -248,11 +250,12 @@ def test_compile_error_surfaces_with_the_compilers_last_lines(template, tmp_path
     path = _handmade_mlf(tmp_path, "broken", BROKEN_SOURCE, [mlf.FunctionInfo("broken", (arg,))])
     proj = template.generate_project(path, tmp_path / "broken-project")
     try:
-        with pytest.raises(server.ServerError) as info:
+        with pytest.raises(BuildError) as info:
             proj.build()
     finally:
         proj.close()
-    message = info.value.message
+    assert isinstance(info.value.__cause__, server.ServerError)
+    message = str(info.value)
     first, _, tail = message.partition("\n")
     assert "failed (make exited" in first and "compiler's last lines" in first
     assert "undeclared_identifier_xyz" in first  # the telling line is in what a CLI shows

@@ -1,0 +1,68 @@
+"""The wheel works for a pip user with no checkout: templates and indexes come from site-packages.
+
+Builds the wheel from a copy of the checkout (the repository is never written to), installs it
+into a fresh venv, and runs the CLI and the Python API from a folder outside the checkout.
+The venv reuses this interpreter's already-installed dependencies through a .pth line (so no
+download is needed), but microtvm_registry itself can only come from the wheel: this
+environment's editable-install hook lives in a .pth file that is not processed from there.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IGNORE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", ".venv", "__pycache__", ".pytest_cache", "*.pyc")
+
+
+def _run(args, **kw):
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600, **kw)
+    assert proc.returncode == 0, f"{args}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.mark.slow
+def test_wheel_install_outside_checkout(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=IGNORE)
+    host = src / "templates" / "host"
+    if not (host / "microtvm_api_server.py").is_file():  # placeholder only in the temp copy
+        host.mkdir(parents=True, exist_ok=True)
+        (host / "microtvm_api_server.py").write_text("# placeholder\n")
+    dist = tmp_path / "dist"
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", dist, src])
+    (wheel,) = dist.glob("microtvm_registry-*.whl")
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", venv])
+    vpython = venv / "bin" / "python"
+    purelib = Path(_run([vpython, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (purelib / "_deps_from_test_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _run([sys.executable, "-m", "pip", "--python", vpython, "install", "--no-deps", "--no-index", "-q", wheel])
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = _run([vpython, "-c", "import microtvm_registry; print(microtvm_registry.get_packaged_resource('templates/host'))"], cwd=outside, env=env)
+    path = Path(proc.stdout.strip())
+    assert purelib.resolve() in path.resolve().parents, path
+    assert (path / "microtvm_api_server.py").is_file()
+    expected = sorted(p.relative_to(host).as_posix() for p in host.rglob("*") if p.is_file())
+    assert sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts) == expected
+
+    microtvm = venv / "bin" / "microtvm"
+    listing = _run([microtvm, "list"], cwd=outside, env=env).stdout
+    for name in ("host", "apache-tvm/zephyr", "apache-tvm/arduino", "apache-tvm/crt"):
+        assert name in listing
+    proc = _run([microtvm, "path", "host"], cwd=outside, env=env)
+    assert Path(proc.stdout.strip()) == path
+    proc = _run([vpython, "-c", "import microtvm_registry, sys; print(microtvm_registry.__file__); print(microtvm_registry.get_packaged_resource('index/apache-tvm.toml'))"], cwd=outside, env=env)
+    module_file, index_file = (Path(line) for line in proc.stdout.split())
+    assert purelib.resolve() in module_file.resolve().parents
+    assert purelib.resolve() in index_file.resolve().parents and index_file.read_text().startswith("# Curated index")
