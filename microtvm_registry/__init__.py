@@ -7,7 +7,6 @@ client) is imported only when used, so importing this package stays cheap.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 

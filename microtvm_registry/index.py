@@ -65,6 +65,7 @@ SCHEMA = 1
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # Keys this version understands; anything else is logged and ignored.
@@ -354,16 +355,19 @@ def _parse_requires(chk: _Checker, table: Any, path: str) -> Requirements:
     chk.unknown(table, _REQUIRES_KEYS, path)
     tools = chk.get_str_list(table, "tools", path)
     pip = chk.get_str_list(table, "pip", path)
-    from packaging.requirements import InvalidRequirement, Requirement
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-
     for n, req in enumerate(pip):
+        if _PLAIN_NAME.match(req):  # the common case, without packaging's (slow to import) parser
+            continue
+        from packaging.requirements import InvalidRequirement, Requirement
+
         try:
             Requirement(req)
         except InvalidRequirement:
             raise chk.fail(f"{path}.pip[{n}]", f"{req!r} is not a pip requirement (PEP 508)") from None
     python = chk.get_str(table, "python", path)
     if python is not None:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
         try:
             SpecifierSet(python)
         except InvalidSpecifier:
@@ -626,11 +630,20 @@ def packaged_indexes() -> List[Index]:
     from .packaged import get_packaged_resource
 
     folder = get_packaged_resource("index")
-    result = []
-    for file in sorted(folder.glob("*.toml")):
-        origin = Origin("packaged", file.stem, str(file), trusted=True, remote=False)
-        result.append(load_index_file(file, origin, allow_packaged=True))
-    return result
+    files = sorted(folder.glob("*.toml"))
+    key = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+    cached = _PACKAGED_MEMO.get(key)
+    if cached is None:
+        cached = []
+        for file in files:
+            origin = Origin("packaged", file.stem, str(file), trusted=True, remote=False)
+            cached.append(load_index_file(file, origin, allow_packaged=True))
+        _PACKAGED_MEMO.clear()
+        _PACKAGED_MEMO[key] = cached
+    return list(cached)
+
+
+_PACKAGED_MEMO: Dict[Any, List[Index]] = {}  # parsed once per process (Index objects are not mutated)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -815,7 +828,13 @@ def _refresh_one(entry: ExtraIndex) -> Index:
         except OSError as err:
             raise FetchError(f"index {entry.name!r}: cannot read {path}: {err.strerror or err}") from None
         index = parse_index(data, str(path), origin, base=str(path))
-        _store_copy(entry, data, None)
+        copy_path = _copy_paths(entry.name)[0]
+        try:
+            unchanged = copy_path.read_bytes() == data and _read_meta(entry.name).get("location") == entry.location
+        except OSError:
+            unchanged = False
+        if not unchanged:  # local indexes are read on every command: write only when they change
+            _store_copy(entry, data, None)
         return index
     meta = _read_meta(entry.name)
     etag = meta.get("etag") if copy.exists() and meta.get("location") == entry.location else None
@@ -910,16 +929,28 @@ def _first_line(err: BaseException) -> str:
 
 
 class Catalog:
-    """All known templates by full name; versions merged across sources, first source wins."""
+    """All known templates by full name; versions merged across sources, first source wins.
+
+    Names defined by a packaged index are reserved for it: extra indexes and plugins cannot add
+    versions to them.
+    """
 
     def __init__(self, indexes: Sequence[Index]) -> None:
         self.indexes = list(indexes)
         self.templates: Dict[str, Template] = {}
         from packaging.version import Version
 
+        reserved = set()
         for index in self.indexes:
             for template in index.templates:
                 have = self.templates.get(template.name)
+                if template.name in reserved and not index.origin.trusted:
+                    # A name a packaged index defines cannot gain versions from elsewhere, so
+                    # `apache-tvm/zephyr` always means the reviewed pins (mirrors: use insteadOf).
+                    log.info("%s from %s ignored: the name belongs to a packaged index", template.name, index.origin.describe())
+                    continue
+                if index.origin.trusted:
+                    reserved.add(template.name)
                 if have is None:
                     self.templates[template.name] = Template(
                         template.name, template.description, template.platform, list(template.versions)

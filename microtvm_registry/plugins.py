@@ -25,6 +25,7 @@ warning line, never an error, so one broken vendor package cannot hide the other
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -45,7 +46,33 @@ from .index import (
 GROUP = "microtvm_registry.templates"
 
 
+def _any_plugin_installed() -> bool:
+    """Cheap pre-check: does any installed distribution declare our entry-point group?
+
+    importlib.metadata costs more to import than the rest of ``microtvm path`` together, and
+    almost nobody has plugins; reading the small entry_points.txt files directly tells us
+    whether it is needed at all. A false positive only costs the slow path.
+    """
+    needle = GROUP.encode("ascii")
+    for entry in sys.path:
+        try:
+            with os.scandir(entry or ".") as it:
+                names = [e.name for e in it if e.name.endswith((".dist-info", ".egg-info"))]
+        except OSError:
+            continue
+        for name in names:
+            try:
+                with open(os.path.join(entry or ".", name, "entry_points.txt"), "rb") as fh:
+                    if needle in fh.read():
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 def _entry_points() -> List[Any]:
+    if not _any_plugin_installed():
+        return []
     from importlib import metadata
 
     eps = metadata.entry_points()

@@ -53,9 +53,6 @@ class Spec:
 
 def parse_spec(text: str) -> Spec:
     """``NAME``, ``VENDOR/NAME``, ``NAME@VERSION`` or ``NAME@SPECIFIER`` (PEP 440)."""
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
-    from packaging.version import InvalidVersion, Version
-
     if not isinstance(text, str):
         raise SpecError(f"template spec {text!r} must be a string like 'host' or 'apache-tvm/zephyr@0.18.0'")
     m = _SPEC_RE.match(text)
@@ -67,6 +64,9 @@ def parse_spec(text: str) -> Spec:
     name, version = m.group("name"), m.group("version")
     if version is None:
         return Spec(text, name)
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
     version = version.strip()
     if not version:
         raise SpecError(f"template spec {text!r} has nothing after '@': give a version like {name}@0.18.0")
@@ -164,7 +164,13 @@ def resolve(
             if entry is not None:
                 return _resolve_pin(spec, entry, lock.path, catalog, offline)
     if catalog is None:
-        catalog = load_catalog(offline=offline)
+        # A full name that a packaged index defines cannot be changed by extra indexes or plugins
+        # (see Catalog), so the warm path skips reading them.
+        packaged = load_catalog(offline=offline, extras=False, plugins=False)
+        if packaged.get(spec.name) is not None:
+            catalog = packaged
+        else:
+            catalog = load_catalog(offline=offline)
     template = find_template(catalog, spec.name)
     return Resolved(choose_version(template, spec))
 

@@ -36,14 +36,17 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("lock", help="pin templates in this project's microtvm.lock")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    add_json_flag(p)
     p.set_defaults(handler=cmd_lock)
 
     p = subparsers.add_parser("sync", help="fetch and verify everything microtvm.lock pins")
     p.add_argument("--frozen", action="store_true", help="fail instead of changing microtvm.lock")
+    add_json_flag(p)
     p.set_defaults(handler=cmd_sync)
 
     p = subparsers.add_parser("trust", help="allow a template's server to run (records its content id)")
     p.add_argument("specs", nargs="+", metavar="SPEC")
+    add_json_flag(p)
     p.set_defaults(handler=cmd_trust)
 
     cache = subparsers.add_parser("cache", help="inspect or clean the template cache")
@@ -318,16 +321,17 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from ..lockfile import lock_specs
-
-    lock = lock_specs(args.specs, offline=_offline(args), progress=_err)
-    names = set()
     from ..resolve import parse_spec
 
-    for s in args.specs:
-        names.add(parse_spec(s).name)
-    for entry in lock.entries.values():
-        if entry.name in names or entry.name.rsplit("/", 1)[-1] in names:
-            print(f"pinned {entry.name} {entry.version} {entry.content_id}")
+    specs = [parse_spec(s) for s in args.specs]
+    lock = lock_specs(args.specs, offline=_offline(args), progress=_err)
+    wanted = {s.name for s in specs}
+    pinned = [e for e in lock.entries.values() if e.name in wanted or e.name.rsplit("/", 1)[-1] in wanted]
+    if args.json:
+        print_json([{"name": e.name, "version": e.version, "content_id": e.content_id} for e in pinned])
+    else:
+        for e in pinned:
+            print(f"pinned {e.name} {e.version} {e.content_id}")
     _err(f"wrote {lock.path}")
     return 0
 
@@ -336,12 +340,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from ..lockfile import sync
 
     result = sync(frozen=args.frozen, offline=_offline(args), progress=_err)
-    for name in result.verified:
-        e = result.lock.entries[name]
-        print(f"ok {name} {e.version} {e.content_id}")
-    for name in result.changed:
-        e = result.lock.entries[name]
-        print(f"pinned {name} {e.version} {e.content_id}")
+    rows = [("ok", n) for n in result.verified] + [("pinned", n) for n in result.changed]
+    if args.json:
+        print_json([
+            {"name": n, "version": result.lock.entries[n].version, "content_id": result.lock.entries[n].content_id, "status": s}
+            for s, n in rows
+        ])
+    else:
+        for status, name in rows:
+            e = result.lock.entries[name]
+            print(f"{status} {name} {e.version} {e.content_id}")
     if result.changed:
         _err(f"updated {result.lock.path}")
     return 0
@@ -354,15 +362,23 @@ def cmd_trust(args: argparse.Namespace) -> int:
     from ..trust import record_trust
 
     offline = _offline(args)
+    rows = []
     for spec in [parse_spec(s) for s in args.specs]:
         resolved = resolve(spec, offline=offline)
         tv = resolved.version
         _path, content_id = materialize_version(tv, offline=offline, expected=resolved.content_id, need_content_id=True)
         if tv.origin.trusted:
-            print(f"{tv.name} {tv.version} is pinned by a packaged index and already trusted ({content_id})")
-            continue
-        added = record_trust(tv.name, tv.version, content_id, describe_source(tv.source))
-        print(f"{'trusted' if added else 'already trusted'} {tv.name} {tv.version} {content_id}")
+            status = "packaged"
+            text = f"{tv.name} {tv.version} is pinned by a packaged index and already trusted ({content_id})"
+        else:
+            added = record_trust(tv.name, tv.version, content_id, describe_source(tv.source))
+            status = "trusted" if added else "already trusted"
+            text = f"{status} {tv.name} {tv.version} {content_id}"
+        rows.append({"name": tv.name, "version": tv.version, "content_id": content_id, "status": status})
+        if not args.json:
+            print(text)
+    if args.json:
+        print_json(rows)
     return 0
 
 

@@ -19,6 +19,10 @@ Wire behaviour kept on purpose (a peer may depend on it)
   then exits with status 0. A float id is rejected; ``true``/``false`` ids pass (Python's bool is
   an int). A line that is not JSON (or not UTF-8) gets no reply and the server exits with 0, as on
   EOF. JSON is read with Python's ``json`` module, so ``NaN``/``Infinity`` are accepted on input.
+  The -32600 messages follow the one the spec quotes, ``request: want dict; got <repr>``:
+  ``request["jsonrpc"]: want "2.0"; got ...``, ``request["method"]: want str; got ...``,
+  ``request["method"]: should match regex ^[a-zA-Z0-9_]+$; got ...``,
+  ``request["params"]: want dict; got ...``, ``request["id"]: want str, int or null; got ...``.
 - The method-name check is ``re.match(r"^[a-zA-Z0-9_]+$")``, so a name followed by one trailing
   newline passes it and is then answered with -32601, the server staying alive.
 - Missing parameters, extra parameters, and a non-object ``options`` for ``build``/``flash`` get
@@ -54,7 +58,8 @@ Where we differ from TVM's server, and why
 7. If an error reply itself cannot be encoded (a handler put something that is not JSON in a
    ServerError's data), the server sends -32000 ``"calling method <m>"`` with the traceback of that
    failure; TVM crashed. A ServerError whose data is not an object keeps that data unchanged
-   (TVM crashed adding the traceback to it).
+   (TVM crashed adding the traceback to it). An unexpected failure inside validation itself is
+   -32000 ``"validating request"`` with ``"id": null`` (TVM could echo an invalid id), then exit.
 8. A JSONRPCError raised by a handler with a code outside :class:`ErrorCode` is sent as -32000 with
    the same message: TVM sent the code as given, and TVM's own client then failed with an
    AssertionError instead of raising the error.
@@ -62,27 +67,36 @@ Where we differ from TVM's server, and why
    and maps -32000 messages to any ServerError subclass, not only direct ones.
 10. If the client has gone when a reply is written (broken pipe), the server exits quietly with
     status 0, as on EOF, instead of dying with a traceback.
-11. ``ProjectOption`` accepts TVM v0.8's form (``name, choices, help``) as well as the v0.9+ form and
-    always emits the seven keys ``name, choices, default, type, required, optional, help`` in that
-    order. When ``type`` is not given it is inferred: from ``default`` if set, else from ``choices``
-    (all bools or "true"/"false" -> "bool", all ints -> "int", all numbers -> "float"), else "str",
-    which is what tvmc sends anyway. When neither ``required`` nor ``optional`` is given (every
-    v0.8 option) the option is optional for all four methods that take options, which is what
-    v0.8 meant: options were passed to every method and none was enforced. A v0.12+ TVM client
-    indexes ``option["default"]`` and fails on a v0.8-shaped option, so emitting the seven-key form
-    is what keeps old templates usable. Bad fields raise ValueError instead of an ``assert``
-    (asserts vanish under ``python -O``).
-12. ``server_info_query`` may also return a mapping; options given as mappings are normalised
-    through ProjectOption; ``project_options=None`` is sent as ``[]``. ``open_transport`` may also
-    return a mapping with the three timeout keys; anything else is an error, as in TVM.
-13. ServerError subclasses given a message other than their class name raise TypeError instead of
-    failing an ``assert``.
+11. ``ProjectOption`` accepts TVM v0.8's form (``name, choices, help``) as well as the v0.9+
+    form, and always emits the seven keys ``name, choices, default, type, required, optional,
+    help`` in that order: a v0.12+ TVM client indexes ``option["default"]`` and fails on a
+    v0.8-shaped option, so the seven-key form is what keeps old templates usable.
+    - ``type``, when not given, is inferred from ``default`` if set, else from ``choices``: all
+      bools or "true"/"false" -> "bool", all ints -> "int", all numbers -> "float"; otherwise
+      "str", which is what tvmc sends for every value anyway.
+    - When neither ``required`` nor ``optional`` is given (every v0.8 option) the option is
+      optional for all four methods that take options. That is what v0.8 meant: options went to
+      every method and none was enforced.
+    - Bad fields raise ValueError instead of failing an ``assert`` (asserts vanish under -O).
+12. ``server_info_query`` may also return a mapping; options given as mappings or as another
+    library's namedtuples are normalised through ProjectOption; ``project_options=None`` is sent
+    as ``[]``. ``open_transport`` may also return a mapping with the three timeout keys; anything
+    else is an error, as in TVM.
+13. ServerError subclasses given a message other than their class name raise TypeError instead
+    of failing an ``assert``. Errors and options survive copy and pickle.
 14. ``main`` configures logging (stderr, INFO, or DEBUG with ``--debug``) when ``logging`` is
     already imported by then, which every real template does at the top; otherwise it leaves
-    logging alone, saving ~4 ms of start-up. ``--debug`` always configures it.
-15. Our own base85 codec (:func:`b85encode`, :func:`b85decode`) gives byte-identical results to
-    ``base64.b85encode``/``b85decode``, several times faster, using Python's big integers as
-    SIMD registers.
+    logging alone, saving ~4 ms of start-up. ``--debug`` always configures it, and then every
+    request and reply is logged.
+
+Additions
+---------
+- :func:`b85encode` / :func:`b85decode`: byte-identical to ``base64.b85encode`` /
+  ``b85decode`` (errors included) and 3-7x faster on large data, in pure Python: Python's big
+  integers serve as wide SIMD registers (see the comment above the codec).
+- :class:`ChildProcessTransport`: a child process's stdin/stdout as the transport (what a host
+  template does): read 1..n bytes with a deadline, write everything with a deadline, EOF or a
+  dead child -> TransportClosedError.
 """
 from __future__ import annotations
 
@@ -260,7 +274,7 @@ class TransportClosedError(ServerError):
 
 
 class IoTimeoutError(ServerError):
-    """No transport I/O was possible before the deadline; TVM's session treats it as "no data yet"."""
+    """No transport I/O happened before the deadline; TVM's session reads it as "no data yet"."""
 
 
 class UnsupportedTVMVersionError(ServerError):
@@ -283,7 +297,11 @@ ServerInfo.__doc__ = "What server_info_query returns; serialised with protocol_v
 
 TransportTimeouts = collections.namedtuple(
     "TransportTimeouts",
-    ["session_start_retry_timeout_sec", "session_start_timeout_sec", "session_established_timeout_sec"],
+    [
+        "session_start_retry_timeout_sec",
+        "session_start_timeout_sec",
+        "session_established_timeout_sec",
+    ],
 )
 TransportTimeouts.__doc__ = (
     "Seconds for TVM's session layer: retry 0 = never retry, established 0 = no timeout."
@@ -301,7 +319,7 @@ def _infer_option_type(choices, default) -> str:
         values = list(choices)
     else:
         return "str"
-    if all(isinstance(v, bool) or (isinstance(v, str) and v.lower() in ("true", "false")) for v in values):
+    if all(isinstance(v, bool) or str(v).lower() in ("true", "false") for v in values):
         return "bool"
     if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
         return "int"
@@ -337,7 +355,8 @@ class ProjectOption(_ProjectOptionBase):
             type = _infer_option_type(choices, default)
         elif type not in _OPTION_TYPES:
             raise ValueError(
-                f"project option {name!r}: type must be one of {', '.join(_OPTION_TYPES)}; got {type!r}"
+                f"project option {name!r}: type must be one of "
+                f"{', '.join(_OPTION_TYPES)}; got {type!r}"
             )
         if choices is not None:
             if isinstance(choices, (str, bytes)):
@@ -348,6 +367,11 @@ class ProjectOption(_ProjectOptionBase):
         if required is None and optional is None:
             optional = list(_OPTION_METHODS)
         return super().__new__(cls, name, choices, default, type, required, optional, help)
+
+    def __getnewargs_ex__(self):
+        # copy, deepcopy and pickle rebuild through __new__, whose fields are keyword-only.
+        fields = self._asdict()
+        return (fields.pop("name"),), fields
 
     def replace(self, attributes: dict) -> "ProjectOption":
         """A copy with some fields changed (TVM's name); unknown field names are a ValueError."""
@@ -563,9 +587,11 @@ class ProjectAPIServer:
 
     def _reply_result(self, request_id, result, method) -> None:
         try:
-            text = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, allow_nan=False)
+            reply = {"jsonrpc": "2.0", "id": request_id, "result": result}
+            text = json.dumps(reply, allow_nan=False)
         except Exception as exc:  # not JSON: report it as a failure of the method
-            self._reply_error(request_id, ServerError.from_exception(exc, message=f"calling method {method}"), method)
+            error = ServerError.from_exception(exc, message=f"calling method {method}")
+            self._reply_error(request_id, error, method)
             return
         self._write_line(text)
 
@@ -640,9 +666,8 @@ class ProjectAPIServer:
                 err = ServerError.from_exception(err, message=str(err.message), data=err.data)
             self._reply_error(request_id, err, method)
         except Exception as exc:
-            self._reply_error(
-                request_id, ServerError.from_exception(exc, message=f"calling method {method}"), method
-            )
+            error = ServerError.from_exception(exc, message=f"calling method {method}")
+            self._reply_error(request_id, error, method)
         else:
             self._reply_result(request_id, result, method)
         return True
@@ -650,7 +675,9 @@ class ProjectAPIServer:
     @staticmethod
     def _validate(request) -> None:
         if not isinstance(request, dict):
-            raise JSONRPCError(ErrorCode.INVALID_REQUEST, f"request: want dict; got {request!r}", None)
+            raise JSONRPCError(
+                ErrorCode.INVALID_REQUEST, f"request: want dict; got {request!r}", None
+            )
         jsonrpc = request.get("jsonrpc")
         if jsonrpc != "2.0":
             raise JSONRPCError(
@@ -711,7 +738,9 @@ class ProjectAPIServer:
         elif isinstance(info, dict):
             fields = dict(info)
         else:
-            raise TypeError(f"server_info_query must return a ServerInfo; got {type(info).__name__}")
+            raise TypeError(
+                f"server_info_query must return a ServerInfo; got {type(info).__name__}"
+            )
         reply = {}
         for key in ServerInfo._fields:
             if key not in fields:
@@ -764,7 +793,9 @@ class ProjectAPIServer:
 
     def _call_write_transport(self, data, timeout_sec):
         if not isinstance(data, str):
-            raise TypeError(f"write_transport: data must be a base85 string; got {type(data).__name__}")
+            raise TypeError(
+                f"write_transport: data must be a base85 string; got {type(data).__name__}"
+            )
         return self._handler.write_transport(b85decode(data), timeout_sec)
 
 
@@ -891,8 +922,10 @@ def write_with_timeout(fd, data, timeout_sec) -> int:
         return 0
     # A blocking fd that select() calls writable takes PIPE_BUF bytes without blocking; a bigger
     # write could block past the deadline. Non-blocking fds take what they can.
-    piece = getattr(select, "PIPE_BUF", 512) if os.get_blocking(fd) else len(view)
     deadline = _deadline(timeout_sec)
+    piece = len(view)
+    if deadline is not None and os.get_blocking(fd):
+        piece = getattr(select, "PIPE_BUF", 512)
     written = 0
     while written < len(view):
         _, ready, _ = select.select([], [fd], [], _remaining(deadline))
@@ -986,7 +1019,9 @@ class ChildProcessTransport:
 # (m = ceil(2**s / c) with (max value) * (m*c - 2**s) < 2**s), and no lane's product reaches the
 # next lane. Each step is a linear-time C loop, so this beats the stdlib's per-word Python loop
 # several times over with no numpy.
-_B85_ALPHABET = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
+_B85_ALPHABET = (
+    b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"
+)
 _B85_ENCODE_TABLE = _B85_ALPHABET + bytes(256 - 85)
 _B85_DECODE_TABLE = bytes(_B85_ALPHABET.index(c) if c in _B85_ALPHABET else 255 for c in range(256))
 _B85_CHUNK_WORDS = 1 << 16  # bounds temporary memory; 256 KiB of input per pass

@@ -125,6 +125,11 @@ def test_lock_and_sync_commands(acme):
     assert proc.returncode == 0
     assert sorted(l.split()[1] for l in proc.stdout.splitlines()) == ["acme/blinky", "host"]
     assert run_cli("sync", "--frozen", cwd=project).returncode == 0
+    data = json.loads(run_cli("sync", "--json", cwd=project).stdout)
+    assert {(d["name"], d["status"]) for d in data} == {("acme/blinky", "ok"), ("host", "ok")}
+    assert all(len(d["content_id"]) == 40 for d in data)
+    data = json.loads(run_cli("lock", "blinky", "--json", cwd=project).stdout)
+    assert data == [{"name": "acme/blinky", "version": "1.1.0", "content_id": data[0]["content_id"]}]
 
 
 def test_index_commands(acme, tmp_path):

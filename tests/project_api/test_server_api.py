@@ -73,6 +73,16 @@ def test_name_is_the_only_positional_field():
         ProjectOption("", type="str", optional=["build"])
 
 
+def test_options_copy_and_pickle():
+    import copy
+
+    for opt in [ProjectOption("v", choices=(True, False), help="h"),
+                ProjectOption("b", type="str", required=["build"], default="x")]:
+        assert copy.deepcopy(opt) == opt and copy.copy(opt) == opt
+        back = pickle.loads(pickle.dumps(opt))
+        assert type(back) is ProjectOption and back == opt
+
+
 def test_replace_and_unknown_field():
     opt = ProjectOption("o", type="int", optional=["build"], help="h")
     new = opt.replace({"default": 4, "required": ["flash"]})

@@ -246,6 +246,38 @@ def test_standalone_copy_without_site_packages(tmp_path, spawn_server):
         b'"session_start_timeout_sec": 5.0, "session_established_timeout_sec": 5.0}}}\n')
 
 
+def _other_pythons():
+    """Other CPython 3.9+ interpreters on this machine (pyenv installs), for the copy test."""
+    import glob
+
+    found = []
+    for path in sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.*/bin/python3"))):
+        minor = int(Path(path).parents[1].name.split(".")[1])
+        if minor >= 9 and Path(path).resolve() != Path(sys.executable).resolve():
+            found.append(path)
+    return found or [sys.executable]
+
+
+@pytest.mark.parametrize("python", _other_pythons())
+def test_standalone_copy_under_other_interpreters(tmp_path, spawn_server, python):
+    shutil.copy2(SERVER_PY, tmp_path / "server.py")
+    shutil.copy2(SERVERS / "quirk_server.py", tmp_path / "microtvm_api_server.py")
+    srv = spawn_server(tmp_path / "microtvm_api_server.py", python=(python, "-S", "-E", "-s"))
+    assert srv.request('{"jsonrpc": "2.0", "method": "read_transport", "params": {"n": 8, "timeout_sec": null}, "id": 1}') == (
+        b'{"jsonrpc": "2.0", "id": 1, "result": {"data": "009C61O)~M"}}\n')
+    assert srv.request('{"jsonrpc": "2.0", "method": "write_transport", "params": {"data": "Xk~0{Zv", "timeout_sec": 1}, "id": 2}') == (
+        b'{"jsonrpc": "2.0", "id": 2, "result": {"hex": "68656c6c6f", "timeout_sec": 1}}\n')
+    assert srv.request('{"jsonrpc": "2.0", "method": "build", "params": {"options": null}, "id": 3}') == (
+        b'{"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "method build: parameter options: '
+        b"want <class 'dict'>, got <class 'NoneType'>\", \"data\": null}}\n")
+    raw = srv.request('{"jsonrpc": "2.0", "method": "build", "params": {"options": {"action": "io-timeout"}}, "id": 4}')
+    assert raw.startswith(b'{"jsonrpc": "2.0", "id": 4, "error": {"code": -32000, "message": "IoTimeoutError", "data": {"traceback": ')
+    assert srv.request("[]") == (b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32600, '
+                                 b'"message": "request: want dict; got []", "data": null}}\n')
+    assert srv.expect_exit() == 0
+
+
+@pytest.mark.skipif(not hasattr(sys, "stdlib_module_names"), reason="needs Python 3.10+")
 def test_import_is_stdlib_only_and_lazy(tmp_path):
     shutil.copy2(SERVER_PY, tmp_path / "server.py")
     code = textwrap.dedent("""
