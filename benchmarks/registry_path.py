@@ -74,6 +74,8 @@ def main() -> int:
             subprocess.run(warm, env=env, cwd=work, capture_output=True)  # write bytecode once
         baseline = timed([sys.executable, "-c", "pass"], env, work)
         print(f"baseline  python -c pass                     {baseline * 1000:7.1f} ms")
+        floor = timed(cli + ["--help"], env, work)
+        print(f"reference microtvm --help (CLI start-up only)  {floor * 1000:7.1f} ms  {floor / baseline:4.2f}x baseline")
         worst = 0.0
         for label, args, cwd in [
             ("microtvm path host", ["path", "host"], work),

@@ -55,7 +55,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .errors import FetchError, IndexFormatError, MicrotvmError, OfflineError, TemplateNotFoundError
 
@@ -198,14 +198,34 @@ class TemplateVersion:
         return f"{self.name}@{self.version}"
 
 
-@dataclasses.dataclass
 class Template:
-    """A template name with its versions, newest first."""
+    """A template name with its versions, newest first.
 
-    name: str
-    description: str
-    platform: str
-    versions: List[TemplateVersion]
+    ``versions`` may be given as a list or built on first use by ``loader``: ``microtvm path``
+    reads the whole curated index on every call but needs the versions of one template only.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        platform: str,
+        versions: Optional[List[TemplateVersion]] = None,
+        *,
+        loader: Optional[Callable[[], List[TemplateVersion]]] = None,
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.platform = platform
+        self._versions = versions
+        self._loader = loader
+
+    @property
+    def versions(self) -> List[TemplateVersion]:
+        if self._versions is None:
+            assert self._loader is not None
+            self._versions = self._loader()
+        return self._versions
 
     @property
     def latest(self) -> TemplateVersion:
@@ -214,6 +234,9 @@ class Template:
     @property
     def short_name(self) -> str:
         return self.name.rsplit("/", 1)[-1]
+
+    def __repr__(self) -> str:
+        return f"Template({self.name!r})"
 
 
 @dataclasses.dataclass
@@ -541,10 +564,14 @@ def parse_template_table(
     base: Optional[str] = None,
     allow_packaged: bool = False,
     allow_folder: bool = False,
+    lazy: bool = False,
 ) -> Template:
-    """Validate one ``[[template]]`` table (also used for plugin-provided descriptions)."""
-    from packaging.version import Version
+    """Validate one ``[[template]]`` table (also used for plugin-provided descriptions).
 
+    With ``lazy`` its versions are validated and built on first use (packaged indexes only:
+    they are checked by the test suite, and every other index is validated eagerly so a bad
+    copy is rejected before it replaces a good one).
+    """
     if not isinstance(table, dict):
         raise chk.fail(path, "expected a table")
     chk.unknown(table, _TEMPLATE_KEYS, path)
@@ -556,21 +583,30 @@ def parse_template_table(
     tables = chk.get_tables(table, "version", path)
     if not tables:
         raise chk.fail(f"{path}.version", "missing: give at least one [[template.version]]")
-    versions = [
-        _parse_version(
-            chk, v, f"{path}.version[{n}]", name=name, description=description, platform=platform,
-            origin=origin, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder,
-        )
-        for n, v in enumerate(tables)
-    ]
-    seen: Dict[Any, str] = {}
-    for n, v in enumerate(versions):
-        key = Version(v.version)
-        if key in seen:
-            raise chk.fail(f"{path}.version[{n}].version", f"{v.version} is listed twice")
-        seen[key] = v.version
-    versions.sort(key=lambda v: Version(v.version), reverse=True)
-    return Template(name=name, description=description, platform=platform, versions=versions)
+
+    def load() -> List[TemplateVersion]:
+        from packaging.version import Version
+
+        versions = [
+            _parse_version(
+                chk, v, f"{path}.version[{n}]", name=name, description=description, platform=platform,
+                origin=origin, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder,
+            )
+            for n, v in enumerate(tables)
+        ]
+        seen: Dict[Any, str] = {}
+        for n, v in enumerate(versions):
+            key = Version(v.version)
+            if key in seen:
+                raise chk.fail(f"{path}.version[{n}].version", f"{v.version} is listed twice")
+            seen[key] = v.version
+        versions.sort(key=lambda v: Version(v.version), reverse=True)
+        return versions
+
+    template = Template(name=name, description=description, platform=platform, loader=load)
+    if not lazy:
+        template.versions  # noqa: B018 - validate now
+    return template
 
 
 def parse_index(
@@ -581,6 +617,7 @@ def parse_index(
     base: Optional[str] = None,
     allow_packaged: bool = False,
     allow_folder: bool = False,
+    lazy: bool = False,
 ) -> Index:
     """Parse and validate index text (or an already-parsed dict); errors name ``label`` and the key."""
     chk = _Checker(label)
@@ -605,7 +642,7 @@ def parse_index(
     templates = [
         parse_template_table(
             chk, t, f"template[{n}]", origin=origin, base=base,
-            allow_packaged=allow_packaged, allow_folder=allow_folder,
+            allow_packaged=allow_packaged, allow_folder=allow_folder, lazy=lazy,
         )
         for n, t in enumerate(chk.get_tables(doc, "template", ""))
     ]
@@ -637,7 +674,7 @@ def packaged_indexes() -> List[Index]:
         cached = []
         for file in files:
             origin = Origin("packaged", file.stem, str(file), trusted=True, remote=False)
-            cached.append(load_index_file(file, origin, allow_packaged=True))
+            cached.append(load_index_file(file, origin, allow_packaged=True, lazy=True))
         _PACKAGED_MEMO.clear()
         _PACKAGED_MEMO[key] = cached
     return list(cached)
@@ -938,12 +975,10 @@ class Catalog:
     def __init__(self, indexes: Sequence[Index]) -> None:
         self.indexes = list(indexes)
         self.templates: Dict[str, Template] = {}
-        from packaging.version import Version
-
+        groups: Dict[str, List[Template]] = {}
         reserved = set()
         for index in self.indexes:
             for template in index.templates:
-                have = self.templates.get(template.name)
                 if template.name in reserved and not index.origin.trusted:
                     # A name a packaged index defines cannot gain versions from elsewhere, so
                     # `apache-tvm/zephyr` always means the reviewed pins (mirrors: use insteadOf).
@@ -951,18 +986,15 @@ class Catalog:
                     continue
                 if index.origin.trusted:
                     reserved.add(template.name)
-                if have is None:
-                    self.templates[template.name] = Template(
-                        template.name, template.description, template.platform, list(template.versions)
-                    )
-                    continue
-                known = {Version(v.version) for v in have.versions}
-                for v in template.versions:
-                    if Version(v.version) in known:
-                        log.info("%s %s from %s is shadowed by an earlier source", v.name, v.version, v.origin.describe())
-                        continue
-                    have.versions.append(v)
-                have.versions.sort(key=lambda v: Version(v.version), reverse=True)
+                groups.setdefault(template.name, []).append(template)
+        for name, group in groups.items():
+            first = group[0]
+            if len(group) == 1:
+                self.templates[name] = first
+            else:
+                self.templates[name] = Template(
+                    name, first.description, first.platform, loader=lambda group=group: _merge_versions(group)
+                )
 
     def names(self) -> List[str]:
         return sorted(self.templates)
@@ -972,6 +1004,24 @@ class Catalog:
 
     def __iter__(self):
         return iter(self.templates[n] for n in self.names())
+
+
+def _merge_versions(group: Sequence[Template]) -> List[TemplateVersion]:
+    """Versions of one name from several sources; the first source wins a version they share."""
+    from packaging.version import Version
+
+    merged: List[TemplateVersion] = []
+    known = set()
+    for template in group:
+        for v in template.versions:
+            key = Version(v.version)
+            if key in known:
+                log.info("%s %s from %s is shadowed by an earlier source", v.name, v.version, v.origin.describe())
+                continue
+            known.add(key)
+            merged.append(v)
+    merged.sort(key=lambda v: Version(v.version), reverse=True)
+    return merged
 
 
 def load_catalog(*, offline: bool = False, extras: bool = True, plugins: bool = True, refresh: bool = False) -> Catalog:

@@ -8,7 +8,7 @@ content ids verified for every kind of source, and the trust check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from .errors import TemplateNotFoundError, UnsafeSourceError
 

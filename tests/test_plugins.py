@@ -11,7 +11,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from registry_support import run_cli
 
@@ -39,13 +38,13 @@ def make_plugin_site(root: Path, module: str = "acme_microtvm", dist: str = "acm
         [template.version.requires]
         tools = ["acme-flash"]
         """))
-    (pkg / "__init__.py").write_text(textwrap.dedent(f"""\
+    (pkg / "__init__.py").write_text(textwrap.dedent("""\
         from pathlib import Path
         TEMPLATE_DIR = "template"
         INDEX = "templates.toml"
         def describe():
-            return [{{"name": "acme/called", "platform": "acme", "description": "from a callable",
-                      "version": [{{"version": "0.5.0", "path": str(Path(__file__).parent.parent / "elsewhere")}}]}}]
+            return [{"name": "acme/called", "platform": "acme", "description": "from a callable",
+                     "version": [{"version": "0.5.0", "path": str(Path(__file__).parent.parent / "elsewhere")}]}]
         """))
     info = site / f"{module}-1.2.0.dist-info"
     info.mkdir()
