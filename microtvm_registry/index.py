@@ -49,7 +49,7 @@ catalog on every call and must stay fast.
 from __future__ import annotations
 
 import dataclasses
-import logging
+import json
 import os
 import re
 import sys
@@ -59,7 +59,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from .errors import FetchError, IndexFormatError, MicrotvmError, OfflineError, TemplateNotFoundError
 
-log = logging.getLogger(__name__)
+
+
+def _log():
+    """This module's logger, imported on first use: `microtvm path` never logs, so never pays."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 SCHEMA = 1
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
@@ -83,13 +89,55 @@ _REQUIRES_KEYS = {"tools", "pip", "python"}
 # TOML helpers shared by the lockfile and trust modules
 
 
+PARSED_TOML_DIR = "parsed-toml"
+
+
 def load_toml_bytes(data: bytes) -> Dict[str, Any]:
-    """Parse TOML with tomllib (3.11+) or tomli; raises their TOMLDecodeError."""
+    """Parse TOML with tomllib (3.11+) or tomli; raises their TOMLDecodeError.
+
+    Warm commands read the same few files every time (the packaged indexes, the extra-index
+    list, a lockfile), and importing and running a TOML parser is a large share of what
+    ``microtvm path`` costs. So a parse is memoized in the cache as JSON, keyed by the text's
+    CRC and length, and holding the text itself: a hit is used only if the text is identical,
+    so a collision can never return another file's data. Writing the memo is best effort (a
+    shared, read-only cache simply never gets one).
+    """
+    text = data.decode("utf-8")
+    memo = _toml_memo_path(data)
+    if memo is not None:
+        try:
+            with open(memo, "r", encoding="utf-8") as fh:
+                stored = json.load(fh)
+            if stored.get("toml") == text and isinstance(stored.get("doc"), dict):
+                return stored["doc"]
+        except (OSError, ValueError, AttributeError):
+            pass
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.9/3.10
         import tomli as tomllib
-    return tomllib.loads(data.decode("utf-8"))
+    doc = tomllib.loads(text)
+    if memo is not None:
+        try:
+            payload = json.dumps({"toml": text, "doc": doc})  # TypeError for TOML dates: skip
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+            tmp.write_text(payload, encoding="utf-8")
+            os.replace(tmp, memo)
+        except (OSError, TypeError, ValueError):
+            pass
+    return doc
+
+
+def _toml_memo_path(data: bytes) -> Optional[Path]:
+    import zlib
+
+    from .dirs import cache_dir
+
+    try:
+        return cache_dir() / PARSED_TOML_DIR / f"{zlib.crc32(data):08x}-{len(data)}.json"
+    except Exception:  # noqa: BLE001 - no usable cache folder: just parse
+        return None
 
 
 def toml_decode_error() -> type:
@@ -325,7 +373,7 @@ class _Checker:
     def unknown(self, table: Dict[str, Any], known: Iterable[str], key: str) -> None:
         extra = sorted(set(table) - set(known))
         if extra:
-            log.info("%s: %s: ignoring unknown key(s) %s", self.label, key or "(top level)", ", ".join(extra))
+            _log().info("%s: %s: ignoring unknown key(s) %s", self.label, key or "(top level)", ", ".join(extra))
 
     def get_str(self, table: Dict[str, Any], key: str, path: str, *, required: bool = False, default=None):
         if key not in table:
@@ -429,8 +477,6 @@ def _parse_source(
     allow_folder: bool,
     required: bool,
 ) -> Any:
-    from . import sources
-
     kinds = [k for k in ("git", "url", "packaged", "path") if k in table]
     if len(kinds) > 1:
         raise chk.fail(path, f"give one source, not {' and '.join(kinds)}")
@@ -441,6 +487,8 @@ def _parse_source(
     kind = kinds[0]
     if "extra" in table and kind != "git":
         raise chk.fail(f"{path}.extra", "extra files are only supported for git sources")
+    if kind in ("git", "url"):
+        from . import sources  # only network sources need it; `path host` stays light
     if kind == "git":
         url = _resolve_relative(chk.get_str(table, "git", path, required=True), base)
         commit = chk.get_hex(table, "commit", path, 40, required=True)
@@ -835,6 +883,8 @@ def _http_get(url: str, etag: Optional[str], label: str):
     headers = {"Accept": "application/toml, text/plain, */*"}
     if etag:
         headers["If-None-Match"] = etag
+    import logging
+
     pool_log = logging.getLogger("urllib3.connectionpool")
     old_level = pool_log.level
     pool_log.setLevel(logging.ERROR)
@@ -982,7 +1032,7 @@ class Catalog:
                 if template.name in reserved and not index.origin.trusted:
                     # A name a packaged index defines cannot gain versions from elsewhere, so
                     # `apache-tvm/zephyr` always means the reviewed pins (mirrors: use insteadOf).
-                    log.info("%s from %s ignored: the name belongs to a packaged index", template.name, index.origin.describe())
+                    _log().info("%s from %s ignored: the name belongs to a packaged index", template.name, index.origin.describe())
                     continue
                 if index.origin.trusted:
                     reserved.add(template.name)
@@ -1016,7 +1066,7 @@ def _merge_versions(group: Sequence[Template]) -> List[TemplateVersion]:
         for v in template.versions:
             key = Version(v.version)
             if key in known:
-                log.info("%s %s from %s is shadowed by an earlier source", v.name, v.version, v.origin.describe())
+                _log().info("%s %s from %s is shadowed by an earlier source", v.name, v.version, v.origin.describe())
                 continue
             known.add(key)
             merged.append(v)

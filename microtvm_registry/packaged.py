@@ -13,9 +13,7 @@ never leaves half a template behind.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat
 from pathlib import Path, PurePosixPath
 from typing import Any, List, Tuple
@@ -119,6 +117,9 @@ def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
         node = child
     from . import __version__
     from .dirs import cache_dir
+
+    import hashlib
+    import shutil
 
     files = [("", node)] if node.is_file() else _walk(node)
     digest = hashlib.sha256()

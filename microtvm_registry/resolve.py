@@ -13,7 +13,6 @@ Rules, in order:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from pathlib import Path
 from typing import Any, List, Optional
@@ -24,13 +23,42 @@ from .index import NAME_RE, Catalog, Origin, Template, TemplateVersion
 _SPEC_RE = re.compile(r"^\s*(?P<name>[^@\s]+)\s*(?:@(?P<version>.*))?$")
 
 
+class ExactVersion:
+    """The specifier ``==X`` without importing packaging.specifiers: compiling its regexes costs
+    more than a warm ``microtvm path NAME@VERSION`` takes otherwise. Same meaning as
+    ``SpecifierSet("==X")`` (PEP 440 equality, so ``0.11`` matches ``0.11.0``)."""
+
+    def __init__(self, version: Any) -> None:
+        self.version = version  # a packaging.version.Version
+
+    def contains(self, item: str, prereleases: bool = True) -> bool:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            return Version(str(item)) == self.version
+        except InvalidVersion:
+            return False
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ExactVersion) and other.version == self.version
+
+    def __hash__(self) -> int:
+        return hash(self.version)
+
+    def __str__(self) -> str:
+        return f"=={self.version}"
+
+    def __repr__(self) -> str:
+        return f"<ExactVersion('{self}')>"
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     """A parsed spec. ``specifier`` is None when any version will do."""
 
     text: str
     name: str
-    specifier: Any = None  # packaging.specifiers.SpecifierSet
+    specifier: Any = None  # ExactVersion, or a packaging.specifiers.SpecifierSet
 
     @property
     def short_name(self) -> str:
@@ -43,9 +71,9 @@ class Spec:
 
     @classmethod
     def exact(cls, name: str, version: str) -> "Spec":
-        from packaging.specifiers import SpecifierSet
+        from packaging.version import Version
 
-        return cls(f"{name}@{version}", name, SpecifierSet(f"=={version}"))
+        return cls(f"{name}@{version}", name, ExactVersion(Version(version)))
 
     def __str__(self) -> str:
         return self.text
@@ -64,17 +92,17 @@ def parse_spec(text: str) -> Spec:
     name, version = m.group("name"), m.group("version")
     if version is None:
         return Spec(text, name)
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
     from packaging.version import InvalidVersion, Version
 
     version = version.strip()
     if not version:
         raise SpecError(f"template spec {text!r} has nothing after '@': give a version like {name}@0.18.0")
     try:
-        exact = Version(version)
-        return Spec(text, name, SpecifierSet(f"=={exact}"))
+        return Spec(text, name, ExactVersion(Version(version)))
     except InvalidVersion:
         pass
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
     try:
         specifier = SpecifierSet(version)
     except InvalidSpecifier:
@@ -117,6 +145,8 @@ def find_template(catalog: Catalog, name: str) -> Template:
 def _unknown_message(catalog: Catalog, name: str) -> str:
     names = catalog.names()
     choices = set(names) | {n.rsplit("/", 1)[-1] for n in names}
+    import difflib
+
     close = difflib.get_close_matches(name, sorted(choices), n=3, cutoff=0.5)
     if not close and "/" in name:
         close = difflib.get_close_matches(name.rsplit("/", 1)[-1], sorted(choices), n=3, cutoff=0.5)

@@ -8,7 +8,6 @@ handlers, so ``microtvm path NAME`` on a warm cache stays fast.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Callable, List, Optional
 
@@ -18,8 +17,26 @@ from . import host_cmds, project_cmds, registry_cmds
 PROG = "microtvm"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser; each command group adds its own subcommands."""
+GROUPS = (registry_cmds, project_cmds, host_cmds)
+
+
+def _command_in(argv: List[str]) -> Optional[str]:
+    """The subcommand a command line names: the first word that is not a (global) flag."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
+    """The parser; each command group adds its own subcommands.
+
+    Given ``argv`` that names a known command, only that command's group is registered:
+    building every subparser costs more than some warm commands (``microtvm path``) take to
+    run. Help, usage errors and unknown commands get the full parser.
+    """
+    command = _command_in(argv) if argv is not None else None
+    groups = [g for g in GROUPS if command in g.COMMANDS] or list(GROUPS)
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="microTVM template projects: find, fetch, pin, and drive them via the Project API.",
@@ -34,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for group in (registry_cmds, project_cmds, host_cmds):
+    for group in groups:
         group.register(subparsers)
     # Users type global flags after the command too (``microtvm fetch --offline x``); accept both
     # places without letting a subcommand's default overwrite what was given before it.
@@ -54,14 +71,35 @@ def _wire_error_types() -> tuple:
         return ()
 
 
+def _parse_path_fast(argv: List[str]) -> Optional[argparse.Namespace]:
+    """``microtvm [--offline] path SPEC``, the form shells run inside ``$(...)``, parsed by hand.
+
+    Building argparse's parsers costs about as much as the rest of a warm ``path`` does, so
+    the one plain form skips it. Anything else (other flags, --help, a missing or extra word)
+    returns None and goes through argparse as usual, so behaviour and errors are unchanged.
+    """
+    words = [w for w in argv if w != "--offline"]
+    if len(words) != 2 or words[0] != "path" or words[1].startswith("-"):
+        return None
+    return argparse.Namespace(
+        command="path", spec=words[1], offline="--offline" in argv, verbose=False, handler=registry_cmds.cmd_path
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the exit status (0 ok, 1 error, 2 usage)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)  # exits 2 on usage errors, as argparse does
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    if argv is None:
+        argv = sys.argv[1:]
+    args = _parse_path_fast(argv)
+    if args is None:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)  # exits 2 on usage errors, as argparse does
+    if args.verbose:
+        # Only -v pays for configuring logging; without it Python's last-resort handler still
+        # prints warnings, one line each, which is all the quiet mode wants.
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace], Optional[int]] = args.handler
     try:
         return int(handler(args) or 0)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -20,6 +18,10 @@ from ..errors import MicrotvmError, OptionError
 from ._common import add_json_flag, print_json
 
 TVM_MISSING = "apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
+
+
+#: The subcommands this group adds (lets the CLI build only the parser a command needs).
+COMMANDS = ("run", "demo")
 
 
 def register(subparsers) -> None:
@@ -77,6 +79,8 @@ def _save_npy(path: Path, array: Any) -> None:
     import numpy as np
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
         with os.fdopen(fd, "wb") as out:
@@ -183,6 +187,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         temporary = False
     else:
+        import tempfile
+
         workdir = Path(tempfile.mkdtemp(prefix="microtvm-demo-"))
         temporary = True
     project_dir = workdir / "host-project"
@@ -227,6 +233,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: dense+bias+relu on the host device vs numpy: max abs error {error:.3g}: {'OK' if ok else 'FAIL'}")
     finally:
         if temporary and not args.keep:
+            import shutil
+
             shutil.rmtree(workdir, ignore_errors=True)
         elif temporary:
             print(f"demo: work folder kept at {workdir}", file=sys.stderr)

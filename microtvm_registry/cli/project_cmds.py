@@ -48,6 +48,10 @@ def _add_trust(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: The subcommands this group adds (lets the CLI build only the parser a command needs).
+COMMANDS = ("info", "create-project", "build", "flash")
+
+
 def register(subparsers) -> None:
     """Add this group's subcommands to ``subparsers``."""
     p = subparsers.add_parser(

@@ -7,11 +7,14 @@ nothing heavy and hashes nothing when the cache already has the template.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from typing import Any, Dict, List, Optional
 
 from ._common import add_json_flag, print_json, print_table
+
+
+#: The subcommands this group adds (lets the CLI build only the parser a command needs).
+COMMANDS = ("list", "show", "fetch", "path", "lock", "sync", "trust", "cache", "index")
 
 
 def register(subparsers) -> None:
@@ -123,6 +126,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _tool_status(tool: str) -> Dict[str, Any]:
     """A tool requirement ("a|b" = any one) with where it was found on PATH."""
+    import shutil
+
     for alternative in tool.split("|"):
         found = shutil.which(alternative)
         if found:

@@ -19,3 +19,39 @@ def test_usage_error_exits_two():
     proc = run_cli("no-such-command")
     assert proc.returncode == 2
     assert "invalid choice" in proc.stderr
+
+
+import pytest
+
+from microtvm_registry.cli import _parse_path_fast, build_parser
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["path", "host"],
+        ["--offline", "path", "host"],
+        ["path", "--offline", "apache-tvm/zephyr@0.18.0"],
+        ["path", "zephyr@>=0.12,<0.19", "--offline"],
+    ],
+)
+def test_fast_path_parse_agrees_with_argparse(argv):
+    fast = _parse_path_fast(argv)
+    slow = build_parser(argv).parse_args(argv)
+    assert fast is not None
+    assert (fast.spec, fast.offline, fast.handler) == (slow.spec, slow.offline, slow.handler)
+
+
+@pytest.mark.parametrize("argv", [["path"], ["path", "a", "b"], ["path", "-v", "host"], ["path", "--help"], ["list"]])
+def test_fast_path_leaves_everything_else_to_argparse(argv):
+    assert _parse_path_fast(argv) is None
+
+
+def test_path_prints_the_packaged_host_template():
+    proc = run_cli("path", "host")
+    assert proc.returncode == 0, proc.stderr
+    folder = proc.stdout.strip()
+    assert folder.endswith("host")
+    import os
+
+    assert os.path.isfile(os.path.join(folder, "microtvm_api_server.py"))
