@@ -914,13 +914,16 @@ def _refresh_one(entry: ExtraIndex) -> Index:
             data = path.read_bytes()
         except OSError as err:
             raise FetchError(f"index {entry.name!r}: cannot read {path}: {err.strerror or err}") from None
-        index = parse_index(data, str(path), origin, base=str(path))
         copy_path = _copy_paths(entry.name)[0]
         try:
             unchanged = copy_path.read_bytes() == data and _read_meta(entry.name).get("location") == entry.location
         except OSError:
             unchanged = False
-        if not unchanged:  # local indexes are read on every command: write only when they change
+        # Local indexes are read on every command. Text identical to the last good copy was
+        # fully validated when it was stored, so its versions are checked only when used (as
+        # for packaged indexes); a changed file is validated whole before it is stored.
+        index = parse_index(data, str(path), origin, base=str(path), lazy=unchanged)
+        if not unchanged:
             _store_copy(entry, data, None)
         return index
     meta = _read_meta(entry.name)

@@ -12,12 +12,23 @@ import sys
 from typing import Callable, List, Optional
 
 from ..errors import MicrotvmError
-from . import host_cmds, project_cmds, registry_cmds
 
 PROG = "microtvm"
 
 
-GROUPS = (registry_cmds, project_cmds, host_cmds)
+#: Command group modules and the subcommands each adds. Knowing the names without importing the
+#: modules lets a command load and build only its own group.
+GROUPS = {
+    "registry_cmds": ("list", "show", "fetch", "path", "lock", "sync", "trust", "cache", "index"),
+    "project_cmds": ("info", "create-project", "build", "flash"),
+    "host_cmds": ("run", "demo"),
+}
+
+
+def _group(name: str):
+    import importlib
+
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def _command_in(argv: List[str]) -> Optional[str]:
@@ -36,7 +47,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     run. Help, usage errors and unknown commands get the full parser.
     """
     command = _command_in(argv) if argv is not None else None
-    groups = [g for g in GROUPS if command in g.COMMANDS] or list(GROUPS)
+    groups = [_group(g) for g, commands in GROUPS.items() if command in commands] or [_group(g) for g in GROUPS]
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="microTVM template projects: find, fetch, pin, and drive them via the Project API.",
@@ -82,7 +93,7 @@ def _parse_path_fast(argv: List[str]) -> Optional[argparse.Namespace]:
     if len(words) != 2 or words[0] != "path" or words[1].startswith("-"):
         return None
     return argparse.Namespace(
-        command="path", spec=words[1], offline="--offline" in argv, verbose=False, handler=registry_cmds.cmd_path
+        command="path", spec=words[1], offline="--offline" in argv, verbose=False, handler=_group("registry_cmds").cmd_path
     )
 
 

@@ -20,9 +20,6 @@ from ._common import add_json_flag, print_json
 TVM_MISSING = "apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
 
 
-#: The subcommands this group adds (lets the CLI build only the parser a command needs).
-COMMANDS = ("run", "demo")
-
 
 def register(subparsers) -> None:
     """Add ``run`` and ``demo``."""

@@ -48,9 +48,6 @@ def _add_trust(parser: argparse.ArgumentParser) -> None:
     )
 
 
-#: The subcommands this group adds (lets the CLI build only the parser a command needs).
-COMMANDS = ("info", "create-project", "build", "flash")
-
 
 def register(subparsers) -> None:
     """Add this group's subcommands to ``subparsers``."""

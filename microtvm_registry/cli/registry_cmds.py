@@ -13,9 +13,6 @@ from typing import Any, Dict, List, Optional
 from ._common import add_json_flag, print_json, print_table
 
 
-#: The subcommands this group adds (lets the CLI build only the parser a command needs).
-COMMANDS = ("list", "show", "fetch", "path", "lock", "sync", "trust", "cache", "index")
-
 
 def register(subparsers) -> None:
     """Add this group's subcommands to ``subparsers``."""

@@ -55,3 +55,15 @@ def test_path_prints_the_packaged_host_template():
     import os
 
     assert os.path.isfile(os.path.join(folder, "microtvm_api_server.py"))
+
+
+def test_group_map_names_every_registered_command():
+    from microtvm_registry.cli import GROUPS
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    assert set(subparsers.choices) == {c for commands in GROUPS.values() for c in commands}
+    for commands in GROUPS.values():  # each group alone registers exactly its own commands
+        only = build_parser([commands[0]])
+        sub = next(a for a in only._actions if a.dest == "command")
+        assert set(sub.choices) == set(commands)
