@@ -680,6 +680,19 @@ def _read_blobs(g: _Git, oids: Sequence[str]) -> Dict[str, bytes]:
     return blobs
 
 
+def _staging_for(source: "Source", dest: Union[str, Path], allow_file_urls: bool, prefix: str) -> Tuple[Path, Path]:
+    """Check ``source`` and ``dest`` before any network work, and make a staging folder beside
+    ``dest`` (same filesystem, so the finished folder moves into place with one rename)."""
+    import tempfile
+
+    dest = Path(os.path.abspath(dest))
+    validate_source(source, allow_file_urls=allow_file_urls)
+    if os.path.lexists(dest):
+        raise FetchError(f"fetch target {dest} already exists")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest, Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
+
+
 def fetch_git(
     source: GitSource,
     dest: Union[str, Path],
@@ -693,14 +706,7 @@ def fetch_git(
     file has its pinned blob id, no symlink escapes. Raises UnsafeSourceError, VerificationError
     or FetchError; on failure ``dest`` does not exist.
     """
-    dest = Path(os.path.abspath(dest))
-    validate_source(source, allow_file_urls=allow_file_urls)
-    if os.path.lexists(dest):
-        raise FetchError(f"fetch target {dest} already exists")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    work = Path(tempfile.mkdtemp(prefix=".git-", dir=dest.parent))
+    dest, work = _staging_for(source, dest, allow_file_urls, ".git-")
     try:
         label = f"fetch {source.url}"
         g = _new_repo(work, "repo.git", _want_progress(progress), label)
@@ -999,14 +1005,7 @@ def fetch_archive(
     """Download, check sha256, extract safely, and move ``subdir`` to the new folder ``dest``."""
     import zipfile
 
-    dest = Path(os.path.abspath(dest))
-    validate_source(source, allow_file_urls=allow_file_urls)
-    if os.path.lexists(dest):
-        raise FetchError(f"fetch target {dest} already exists")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
-
-    work = Path(tempfile.mkdtemp(prefix=".archive-", dir=dest.parent))
+    dest, work = _staging_for(source, dest, allow_file_urls, ".archive-")
     try:
         archive = work / "download"
         _download(source.url, archive, expected_sha256=source.sha256, progress=_want_progress(progress),

@@ -67,3 +67,21 @@ def test_group_map_names_every_registered_command():
         only = build_parser([commands[0]])
         sub = next(a for a in only._actions if a.dest == "command")
         assert set(sub.choices) == set(commands)
+
+
+@pytest.mark.parametrize("argv", [[], ["path", "host"], ["list"], ["show", "host"]])
+def test_package_import_and_warm_commands_stay_free_of_heavy_imports(argv):
+    code = (
+        "import sys, io, contextlib\n"
+        "import microtvm_registry\n"
+        f"argv = {argv!r}\n"
+        "if argv:\n"
+        "    from microtvm_registry.cli import main\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert main(argv) == 0\n"
+        "heavy = sorted(m for m in ('git', 'requests', 'urllib3', 'numpy', 'tvm', 'tqdm') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
