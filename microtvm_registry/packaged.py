@@ -107,9 +107,13 @@ def _zip_executable(item: Any) -> bool:
 def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
     node = root.joinpath(_DATA_DIR)
     for n, part in enumerate(parts):
-        child = node.joinpath(part)
-        if not (child.is_dir() or child.is_file()):
-            known = sorted(c.name for c in node.iterdir()) if node.is_dir() else []
+        # Look the name up among the folder's children rather than asking joinpath(part) whether
+        # it exists: on Python 3.9 zipfile.Path.is_file() is just "not a dir", so a missing name
+        # looks like a file there and only fails later, with a bare KeyError, on read.
+        children = {c.name: c for c in node.iterdir()} if node.is_dir() else {}
+        child = children.get(part)
+        if child is None:
+            known = sorted(children)
             where = "/".join(parts[:n]) or f"{_PACKAGE}/{_DATA_DIR}"
             raise TemplateNotFoundError(
                 f"no packaged resource {relpath!r}; {where}/ has: {', '.join(known) or 'nothing'}"
