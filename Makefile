@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test test-oldest-python bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,14 @@ demo: $(VENV)/.installed-tvm
 
 test: $(VENV)/.installed-tvm,test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The oldest Python we support, without the tvm extra (apache-tvm has no wheels for it): the
+# tvm-only tests skip there; they run under `make test`.
+OLDEST_PYTHON ?= python3.9
+test-oldest-python:
+	$(OLDEST_PYTHON) -m venv .venv-oldest
+	.venv-oldest/bin/python -m pip install -q -e '.[test]'
+	.venv-oldest/bin/python -m pytest -q -p no:cacheprovider --without-tvm $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-tvm,test
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done

@@ -32,6 +32,7 @@ def built_project(host_template, kernels_mlf, tmp_path_factory):
     return proj.path
 
 
+@pytest.mark.needs_tvm
 def test_run_reads_npy_inputs_and_writes_npy_outputs(built_project, tmp_path):
     np = pytest.importorskip("numpy")
     rng = np.random.default_rng(5)
@@ -47,6 +48,7 @@ def test_run_reads_npy_inputs_and_writes_npy_outputs(built_project, tmp_path):
     np.testing.assert_allclose(np.load(written), x @ w.T, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.needs_tvm
 def test_run_errors_are_one_line(built_project, tmp_path):
     np = pytest.importorskip("numpy")
     np.save(tmp_path / "bad.npy", np.zeros((3, 3), np.float32))
@@ -63,6 +65,7 @@ def test_run_errors_are_one_line(built_project, tmp_path):
     assert malformed.returncode == 1 and "NAME=FILE.npy" in malformed.stderr
 
 
+@pytest.mark.needs_tvm
 def test_demo_compiles_runs_and_checks_against_numpy(tmp_path):
     pytest.importorskip("tvm")
     result = microtvm("demo", "--workdir", str(tmp_path / "demo"))

@@ -11,6 +11,7 @@ import pytest
 from microtvm_registry.errors import BuildError
 
 pytest.importorskip("tvm")
+pytestmark = pytest.mark.needs_tvm
 
 from microtvm_registry.errors import SessionError  # noqa: E402
 from microtvm_registry.host import mlf, protocol  # noqa: E402

@@ -111,6 +111,7 @@ def _kernels(tvm):
     return tvm.IRModule({"reverse2": te.create_prim_func([a, c]), "rowsum": te.create_prim_func([x, y])})
 
 
+@pytest.mark.needs_tvm
 def test_export_writes_mlf_v7_with_headers_and_call_info(tvm, tmp_path):
     path = mlf.export_model_library_format(_kernels(tvm), tmp_path / "model.tar", model_name="k")
     with tarfile.open(path, "r:") as tar:
@@ -140,6 +141,7 @@ def test_export_writes_mlf_v7_with_headers_and_call_info(tvm, tmp_path):
     assert rowsum.workspace_size_bytes == 0
 
 
+@pytest.mark.needs_tvm
 def test_export_of_a_built_module_reads_arguments_from_the_c(tvm, tmp_path):
     built = tvm.tirx.build(
         tvm.IRModule({"rowsum": _kernels(tvm)["rowsum"].with_attr("global_symbol", "rowsum")}), target="c"
@@ -150,6 +152,7 @@ def test_export_of_a_built_module_reads_arguments_from_the_c(tvm, tmp_path):
     assert fn.args[0].shape == (8, 4)
 
 
+@pytest.mark.needs_tvm
 def test_export_refuses_symbolic_shapes(tvm, tmp_path):
     from tvm import te
 

@@ -85,6 +85,7 @@ def test_no_tvm_installed(tmp_path):
             client.server_info_query()
 
 
+@pytest.mark.needs_tvm
 def test_apache_tvm_without_micro(tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import tvm, sys; sys.exit(0 if not hasattr(tvm, 'micro') else 3)"],
                            capture_output=True)
