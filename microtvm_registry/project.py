@@ -380,7 +380,16 @@ class TemplateProject(_Project):
         try:
             if crt is None:
                 placeholder = Path(tempfile.mkdtemp(prefix="microtvm-empty-standalone-crt-"))
-            client.generate_project(mlf, crt or placeholder, target, sent)
+            try:
+                client.generate_project(mlf, crt or placeholder, target, sent)
+            except Exception as err:
+                if placeholder is not None and str(placeholder) in str(getattr(err, "data", "") or ""):
+                    raise ProjectError(
+                        f"the template in {self.path} needs TVM's standalone CRT, which today's "
+                        "apache-tvm no longer ships: give the standalone_crt folder of a TVM <= 0.18 "
+                        "build with --standalone-crt DIR (Python: standalone_crt_dir=)"
+                    ) from err
+                raise
             try:
                 return GeneratedProject.from_directory(target, options=converted, timeout=self.timeout)
             except (ProjectError, _client_mod.ProjectAPIErrorBase) as err:

@@ -166,7 +166,7 @@ def test_generate_build_flash_transport(tmp_path, template, mlf):
         assert gen["project_dir"] == str(proj)
         assert gen["standalone_crt_entries"] == [] and not Path(gen["standalone_crt_dir"]).exists()
         assert gen["options"] == {"project_type": "aot", "verbose": True, "workspace_size_bytes": 2097152,
-                                  "ratio": None, "fail_generate": False, "skip_copy": False}
+                                  "ratio": None, "fail_generate": False, "skip_copy": False, "copy_crt": False}
 
         project.build({"ratio": "0.5"})
         assert (proj / "build" / "firmware.txt").read_text() == "firmware"
@@ -199,6 +199,19 @@ def test_given_standalone_crt_is_sent(tmp_path, template, mlf):
     with generate_project(template, mlf, tmp_path / "p", {"project_type": "aot"}, standalone_crt_dir=crt) as p:
         gen = calls(p.path)[0]
     assert gen["standalone_crt_dir"] == str(crt) and gen["standalone_crt_entries"] == ["include"]
+
+
+def test_template_that_needs_a_standalone_crt_says_so(tmp_path, template, mlf):
+    with TemplateProject.from_directory(template) as tp:
+        with pytest.raises(ProjectError, match="needs TVM's standalone CRT.*--standalone-crt DIR"):
+            tp.generate_project(mlf, tmp_path / "p", {"project_type": "aot", "copy_crt": "true"})
+        assert not (tmp_path / "p").exists()
+        crt = tmp_path / "crt"
+        (crt / "include").mkdir(parents=True)
+        (crt / "include" / "crt.h").write_text("/* */\n")
+        tp.generate_project(mlf, tmp_path / "p", {"project_type": "aot", "copy_crt": "true"},
+                            standalone_crt_dir=crt).close()
+    assert (tmp_path / "p" / "crt" / "include" / "crt.h").is_file()
 
 
 def test_failed_generate_leaves_nothing(tmp_path, template, mlf):

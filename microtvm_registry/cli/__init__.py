@@ -134,6 +134,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 import traceback
 
                 traceback.print_exc()
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            from ..project_api.client import describe_wire_error
+
+            message = describe_wire_error(err)
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1

@@ -570,3 +570,32 @@ def instantiate_from_dir(
         tvm_version=tvm_version,
         name=f"the Project API server in {folder}",
     )
+
+
+def describe_wire_error(err: BaseException) -> str:
+    """One line a person can act on for an error a server sent, without its traceback.
+
+    TVM's ``str()`` of these is "calling method X: JSON-RPC error # -32000: calling method X"
+    followed by a traceback; for a generic failure the useful part is the traceback's last line
+    (the exception the template raised), so that is what this puts first.
+    """
+    from . import server as _server
+
+    if not isinstance(err, _server.JSONRPCError):
+        text = str(err).strip()
+        return text.splitlines()[0] if text else type(err).__name__
+    context = str(err.client_context or "").strip()
+    method = context[len("calling method "):] if context.startswith("calling method ") else context
+    message = str(err.message or "").strip().splitlines()[0] if str(err.message or "").strip() else ""
+    cause = ""
+    data = err.data
+    if isinstance(data, dict) and isinstance(data.get("traceback"), str):
+        lines = [line.strip() for line in data["traceback"].splitlines() if line.strip()]
+        cause = lines[-1] if lines else ""
+    where = f"in {method}" if method else "in a call"
+    if message in ("", context, f"calling method {method}", "validating request") and cause:
+        return f"the template's server failed {where}: {cause} (run with -v for its traceback)"
+    if int(err.code) == _server.ErrorCode.SERVER_ERROR:
+        return f"the template's server failed {where}: {message or type(err).__name__}"
+    return f"the template's server refused {method or 'a call'}: JSON-RPC error {int(err.code)}: {message}"
+

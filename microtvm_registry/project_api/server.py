@@ -22,7 +22,14 @@ Wire behaviour kept on purpose (a peer may depend on it)
   The -32600 messages follow the one the spec quotes, ``request: want dict; got <repr>``:
   ``request["jsonrpc"]: want "2.0"; got ...``, ``request["method"]: want str; got ...``,
   ``request["method"]: should match regex ^[a-zA-Z0-9_]+$; got ...``,
-  ``request["params"]: want dict; got ...``, ``request["id"]: want str, int or null; got ...``.
+  ``request["params"]: want dict; got <class '...'>`` (the type, not the value), and
+  ``request["id"]: want str, number, null; got ...``: TVM's exact texts, checked against its
+  server library.
+- ``write_transport`` always replies ``"result": null``, whatever the handler returns (TVM's
+  server discards the value; the spec's table says Arduino's integer byte count goes out, but
+  TVM's own library never sends it).
+- ``default_project_options()`` gives ``cmsis_path`` the default ``$CMSIS_PATH`` (read when it
+  is called), as TVM's does; help texts are our own wording.
 - The method-name check is ``re.match(r"^[a-zA-Z0-9_]+$")``, so a name followed by one trailing
   newline passes it and is then answered with -32601, the server staying alive.
 - Missing parameters, extra parameters, and a non-object ``options`` for ``build``/``flash`` get
@@ -205,7 +212,7 @@ class JSONRPCError(Exception):
         )
 
 
-_TRACEBACK_MARKER = "  # <--- outermost server-side frame"
+_TRACEBACK_MARKER = "  # <--- Outermost server-side stack frame"
 
 
 class ServerError(JSONRPCError):
@@ -408,8 +415,8 @@ def default_project_options(**overrides) -> list:
         ProjectOption("project_type", required=gp, type="str",
                       help="Which kind of project to generate (the template lists its choices)."),
         ProjectOption("board", required=gp, type="str", help="The board to build for."),
-        ProjectOption("cmsis_path", optional=gp, type="str",
-                      help="Folder of a CMSIS checkout, for models that use CMSIS-NN."),
+        ProjectOption("cmsis_path", optional=gp, type="str", default=os.environ.get("CMSIS_PATH"),
+                      help="Folder of a CMSIS checkout, for models that use CMSIS-NN (default: $CMSIS_PATH)."),
         ProjectOption("warning_as_error", optional=gp, type="bool", default=False,
                       help="Fail instead of warning (for example on a tool version mismatch)."),
         ProjectOption("compile_definitions", optional=gp, type="str",
@@ -697,13 +704,13 @@ class ProjectAPIServer:
         params = request.get("params")
         if not isinstance(params, dict):
             raise JSONRPCError(
-                ErrorCode.INVALID_REQUEST, f'request["params"]: want dict; got {params!r}', None
+                ErrorCode.INVALID_REQUEST, f'request["params"]: want dict; got {type(params)}', None
             )
         request_id = request.get("id")
         if request_id is not None and not isinstance(request_id, (str, int)):
             raise JSONRPCError(
                 ErrorCode.INVALID_REQUEST,
-                f'request["id"]: want str, int or null; got {request_id!r}',
+                f'request["id"]: want str, number, null; got {request_id!r}',
                 None,
             )
 
@@ -796,7 +803,10 @@ class ProjectAPIServer:
             raise TypeError(
                 f"write_transport: data must be a base85 string; got {type(data).__name__}"
             )
-        return self._handler.write_transport(b85decode(data), timeout_sec)
+        # TVM's server drops the handler's return value (Arduino's handler returns pyserial's
+        # byte count), so the reply is always ``"result": null``; so is ours.
+        self._handler.write_transport(b85decode(data), timeout_sec)
+        return None
 
 
 def _option_json(opt) -> dict:

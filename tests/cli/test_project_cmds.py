@@ -120,6 +120,6 @@ def test_server_failures_are_one_line(tmp_path):
     env["FAULT_MODE"] = "hang"
     one_line_error(run_cli("info", srv, "--timeout", "0.5", env=env), "did not answer server_info_query within 0.5 s")
     env["FAULT_MODE"] = "error"
-    one_line_error(run_cli("info", srv, env=env), "JSON-RPC error # -32000: boom")
+    one_line_error(run_cli("info", srv, env=env), "the template's server failed in server_info_query: boom")
     proc = run_cli("-v", "info", srv, env=env)
     assert proc.returncode == 1 and "Traceback" in proc.stderr

@@ -167,8 +167,8 @@ def test_set_traceback_marks_first_frame_once():
     except ValueError as exc:
         err = ServerError.from_exception(exc, message="calling method x")
     tb = err.data["traceback"]
-    assert tb.count("# <--- outermost server-side frame") == 1
-    assert tb.splitlines()[1].endswith("# <--- outermost server-side frame")
+    assert tb.count("# <--- Outermost server-side stack frame") == 1
+    assert tb.splitlines()[1].endswith("# <--- Outermost server-side stack frame")
     err.set_traceback(["ignored"])  # an existing traceback is kept
     assert err.data["traceback"] == tb
 
@@ -220,7 +220,7 @@ def test_in_process_server_over_file_objects():
     server.ProjectAPIServer(io.BytesIO(requests), out, _Handler()).serve_forever()
     assert out.getvalue() == (
         b'{"jsonrpc": "2.0", "id": 1, "result": {"a": 1}}\n'
-        b'{"jsonrpc": "2.0", "id": 2, "result": 5}\n'
+        b'{"jsonrpc": "2.0", "id": 2, "result": null}\n'  # the handler's 5 is dropped, as TVM does
         b'{"jsonrpc": "2.0", "id": 3, "result": {"data": "00000"}}\n'
     )
 
@@ -248,3 +248,12 @@ def test_broken_reply_pipe_stops_quietly():
     srv = server.ProjectAPIServer(io.BytesIO(b'{"jsonrpc": "2.0", "method": "flash", "params": {"options": {}}, "id": 1}\n'),
                                   Gone(), _Handler())
     assert srv.serve_one_request() is False
+
+
+def test_default_cmsis_path_comes_from_the_environment_when_called(monkeypatch):
+    monkeypatch.delenv("CMSIS_PATH", raising=False)
+    by_name = {o.name: o for o in server.default_project_options()}
+    assert by_name["cmsis_path"].default is None
+    monkeypatch.setenv("CMSIS_PATH", "/opt/cmsis")
+    by_name = {o.name: o for o in server.default_project_options()}
+    assert by_name["cmsis_path"].default == "/opt/cmsis"

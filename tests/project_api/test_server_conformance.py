@@ -43,7 +43,7 @@ def split_traceback(raw: bytes, prefix: bytes, suffix: bytes = b"}}}\n") -> str:
     traceback = json.loads(encoded)
     assert json.dumps(traceback).encode() == encoded  # default escaping, no raw CR/LF
     assert traceback.startswith("Traceback (most recent call last):\n")
-    assert "# <--- outermost server-side frame" in traceback
+    assert "# <--- Outermost server-side stack frame" in traceback
     return traceback
 
 
@@ -173,8 +173,11 @@ def test_read_transport_non_bytes_is_an_error(quirk):
     ("009C61O)~M", b'{"hex": "0001020304050607", "timeout_sec": 0.25}'),
 ])
 def test_write_transport_base85_vectors(quirk, data, result):
+    # The handler returns a value, but TVM's server replies null for write_transport: so do we.
     raw = quirk.request(req("write_transport", {"data": data, "timeout_sec": 0.25}, 6))
-    assert raw == b'{"jsonrpc": "2.0", "id": 6, "result": ' + result + b"}\n"
+    assert raw == b'{"jsonrpc": "2.0", "id": 6, "result": null}\n'
+    raw = quirk.request(req("flash", {"options": {"last_write": True}}, 7))
+    assert raw == b'{"jsonrpc": "2.0", "id": 7, "result": ' + result + b"}\n"
 
 
 @pytest.mark.parametrize("data", ['"~~~~~"', '"ab cd"', "12", "null"])
@@ -277,18 +280,18 @@ INVALID = [
      'request["method"]: should match regex ^[a-zA-Z0-9_]+$; got \'a-b\''),
     ('{"jsonrpc": "2.0", "method": "", "params": {}, "id": 1}',
      'request["method"]: should match regex ^[a-zA-Z0-9_]+$; got \'\''),
-    ('{"jsonrpc": "2.0", "method": "build", "id": 1}', 'request["params"]: want dict; got None'),
-    ('{"jsonrpc": "2.0", "method": "build", "params": [{}], "id": 1}', 'request["params"]: want dict; got [{}]'),
+    ('{"jsonrpc": "2.0", "method": "build", "id": 1}', 'request["params"]: want dict; got <class \'NoneType\'>'),
+    ('{"jsonrpc": "2.0", "method": "build", "params": [{}], "id": 1}', 'request["params"]: want dict; got <class \'list\'>'),
     ('{"jsonrpc": "2.0", "method": "build", "params": {"options": {}}, "id": 7.5}',
-     'request["id"]: want str, int or null; got 7.5'),
+     'request["id"]: want str, number, null; got 7.5'),
     ('{"jsonrpc": "2.0", "method": "build", "params": {"options": {}}, "id": 1.0}',
-     'request["id"]: want str, int or null; got 1.0'),
+     'request["id"]: want str, number, null; got 1.0'),
     ('{"jsonrpc": "2.0", "method": "build", "params": {"options": {}}, "id": 1e3}',
-     'request["id"]: want str, int or null; got 1000.0'),
+     'request["id"]: want str, number, null; got 1000.0'),
     ('{"jsonrpc": "2.0", "method": "build", "params": {"options": {}}, "id": [1]}',
-     'request["id"]: want str, int or null; got [1]'),
+     'request["id"]: want str, number, null; got [1]'),
     ('{"jsonrpc": "2.0", "method": "build", "params": {"options": {}}, "id": {}}',
-     'request["id"]: want str, int or null; got {}'),
+     'request["id"]: want str, number, null; got {}'),
 ]
 
 
@@ -305,7 +308,7 @@ def test_invalid_request_replies_32600_with_null_id_then_exits(quirk, line, mess
 def test_float_id_literal_line(quirk):
     raw = quirk.request('{"jsonrpc": "2.0", "method": "build", "params": {"options": {}}, "id": 7.5}')
     assert raw == (b'{"jsonrpc": "2.0", "id": null, "error": {"code": -32600, '
-                   b'"message": "request[\\"id\\"]: want str, int or null; got 7.5", "data": null}}\n')
+                   b'"message": "request[\\"id\\"]: want str, number, null; got 7.5", "data": null}}\n')
     assert quirk.expect_exit() == 0
 
 
@@ -456,6 +459,6 @@ def test_traceback_marks_the_first_server_frame(quirk):
     raw = quirk.request(build({"action": "value-error"}, 4))
     tb = json.loads(raw)["error"]["data"]["traceback"]
     lines = tb.splitlines()
-    assert lines[1].startswith('  File "') and lines[1].endswith("# <--- outermost server-side frame")
-    assert tb.count("# <--- outermost server-side frame") == 1
+    assert lines[1].startswith('  File "') and lines[1].endswith("# <--- Outermost server-side stack frame")
+    assert tb.count("# <--- Outermost server-side stack frame") == 1
     assert lines[-1] == "ValueError: plain failure"

@@ -266,7 +266,9 @@ def test_standalone_copy_under_other_interpreters(tmp_path, spawn_server, python
     assert srv.request('{"jsonrpc": "2.0", "method": "read_transport", "params": {"n": 8, "timeout_sec": null}, "id": 1}') == (
         b'{"jsonrpc": "2.0", "id": 1, "result": {"data": "009C61O)~M"}}\n')
     assert srv.request('{"jsonrpc": "2.0", "method": "write_transport", "params": {"data": "Xk~0{Zv", "timeout_sec": 1}, "id": 2}') == (
-        b'{"jsonrpc": "2.0", "id": 2, "result": {"hex": "68656c6c6f", "timeout_sec": 1}}\n')
+        b'{"jsonrpc": "2.0", "id": 2, "result": null}\n')
+    assert srv.request('{"jsonrpc": "2.0", "method": "flash", "params": {"options": {"last_write": true}}, "id": 20}') == (
+        b'{"jsonrpc": "2.0", "id": 20, "result": {"hex": "68656c6c6f", "timeout_sec": 1}}\n')
     assert srv.request('{"jsonrpc": "2.0", "method": "build", "params": {"options": null}, "id": 3}') == (
         b'{"jsonrpc": "2.0", "id": 3, "error": {"code": -32602, "message": "method build: parameter options: '
         b"want <class 'dict'>, got <class 'NoneType'>\", \"data\": null}}\n")

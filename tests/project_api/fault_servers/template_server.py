@@ -6,7 +6,7 @@ build/firmware.txt, flash writes flashed.txt. The transport is a loopback: what 
 read back. Options (v0.12 style unless a ``v08`` file sits beside this script):
 project_type (required for generate_project, choices), verbose (bool), workspace_size_bytes (int),
 ratio (float), fail_generate (bool: create the folder, then fail), skip_copy (bool: do not copy
-the server into the project).
+the server into the project), copy_crt (bool: copy standalone_crt/include like TVM's templates).
 """
 import json
 import os
@@ -38,6 +38,8 @@ def _options():
                              help="fail half way"),
         server.ProjectOption("skip_copy", type="bool", default=False, optional=["generate_project"],
                              help="do not copy the server"),
+        server.ProjectOption("copy_crt", type="bool", default=False, optional=["generate_project"],
+                             help="copy standalone_crt/include, as TVM's templates do"),
     ]
 
 
@@ -64,6 +66,8 @@ class Handler(server.ProjectAPIHandler):
         (project_dir / "partial.txt").write_text("half way")
         if options.get("fail_generate"):
             raise server.ServerError("generate failed on purpose")
+        if options.get("copy_crt"):
+            shutil.copytree(Path(standalone_crt_dir) / "include", project_dir / "crt" / "include")
         if not options.get("skip_copy"):
             shutil.copy2(__file__, project_dir / "microtvm_api_server.py")
             if V08:

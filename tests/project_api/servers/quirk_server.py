@@ -76,6 +76,8 @@ class QuirkHandler(server.ProjectAPIHandler):
         return ACTIONS[options.get("action", "value")](options)
 
     def flash(self, options):
+        if options.get("last_write"):
+            return getattr(self, "last_write", None)
         return options
 
     def open_transport(self, options):
@@ -98,7 +100,10 @@ class QuirkHandler(server.ProjectAPIHandler):
         return bytes(range(256)) * (n // 256) + bytes(range(n % 256))
 
     def write_transport(self, data, timeout_sec):
-        return {"hex": data.hex(), "timeout_sec": timeout_sec}
+        # The reply is always null (TVM's server drops this value); keep what arrived so a test
+        # can ask for it with flash({"last_write": true}).
+        self.last_write = {"hex": data.hex(), "timeout_sec": timeout_sec}
+        return self.last_write
 
 
 if __name__ == "__main__":
