@@ -73,7 +73,14 @@ def requirements(platform: str, tag: str) -> Dict[str, Any]:
     return {"tools": tools, "pip": []}
 
 
+CRT_NOTE = "generate_project copies TVM's standalone CRT: give a TVM <= 0.18 build's standalone_crt with --standalone-crt DIR"
+
+
 def note(platform: str, tag: str) -> str:
+    return _era_note(platform, tag) + "; " + CRT_NOTE
+
+
+def _era_note(platform: str, tag: str) -> str:
     new = _era(tag) >= (0, 12, 0)
     if platform == "zephyr":
         if new:
@@ -88,7 +95,8 @@ def note(platform: str, tag: str) -> str:
                 "runs launch_microtvm_api_server.sh, which creates ~/.tvm/micro_arduino and pip-installs "
                 "pyusb and packaging there on every start (network needed); server.py is added beside it"
             )
-        return TVM_IMPORT_NOTE + "; expects arduino-cli 0.18"
+        legacy = "; its v0.8 options declare no defaults: give -o arduino_cli_cmd=PATH" if _era(tag) < (0, 9, 0) else ""
+        return TVM_IMPORT_NOTE + "; expects arduino-cli 0.18" + legacy
     if new:
         return TVM_IMPORT_NOTE + "; expects crt_config/crt_config.h, which TVM's CMake build generated"
     return TVM_IMPORT_NOTE + "; copies ../crt_config-template.h, which TVM's build tree had beside it"
