@@ -140,6 +140,17 @@ def _toml_memo_path(data: bytes) -> Optional[Path]:
         return None
 
 
+def read_toml_config(path: Path, error: type, what: str) -> Optional[Dict[str, Any]]:
+    """One of our config files (extra indexes, trusted ids), or None when there is none yet; an
+    unreadable one raises ``error`` naming the file, since guessing would lose the user's data."""
+    if not path.exists():
+        return None
+    try:
+        return load_toml_bytes(path.read_bytes())
+    except (OSError, UnicodeDecodeError, toml_decode_error()) as err:
+        raise error(f"{path}: cannot read {what}: {err}; fix or delete the file") from None
+
+
 def toml_decode_error() -> type:
     if sys.version_info >= (3, 11):
         import tomllib
@@ -771,12 +782,9 @@ def _copy_paths(name: str) -> Tuple[Path, Path]:
 def list_extra_indexes() -> List[ExtraIndex]:
     """The extra indexes recorded in the config file, in the order they were added."""
     path = _config_path()
-    if not path.exists():
+    doc = read_toml_config(path, IndexFormatError, "the extra-index list")
+    if doc is None:
         return []
-    try:
-        doc = load_toml_bytes(path.read_bytes())
-    except (OSError, UnicodeDecodeError, toml_decode_error()) as err:
-        raise IndexFormatError(f"{path}: cannot read the extra-index list: {err}; fix or delete the file") from None
     chk = _Checker(str(path))
     result = []
     for n, table in enumerate(chk.get_tables(doc, "index", "")):

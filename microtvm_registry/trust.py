@@ -39,15 +39,12 @@ def trust_file() -> Path:
 
 def load_trusted() -> List[TrustRecord]:
     """Every record in the trust file (empty when there is none)."""
-    from .index import HEX40, _Checker, load_toml_bytes, toml_decode_error
+    from .index import HEX40, _Checker, read_toml_config
 
     path = trust_file()
-    if not path.exists():
+    doc = read_toml_config(path, TrustError, "the trusted templates")
+    if doc is None:
         return []
-    try:
-        doc = load_toml_bytes(path.read_bytes())
-    except (OSError, UnicodeDecodeError, toml_decode_error()) as err:
-        raise TrustError(f"{path}: cannot read the trusted templates: {err}; fix or delete the file") from None
     chk = _Checker(str(path), TrustError)
     records = []
     for n, table in enumerate(chk.get_tables(doc, "trusted", "")):
