@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
+from .contentid import is_object_id
 from .errors import CacheError, OfflineError, VerificationError
 from .sources import ArchiveSource, GitSource, Source, source_key, source_to_dict
 
@@ -64,10 +65,6 @@ class VerifyResult:
     removed: bool = False
 
 
-def _is_hex_id(name: str) -> bool:
-    return len(name) == 40 and all(c in "0123456789abcdef" for c in name)
-
-
 class Cache:
     """Content-addressed template cache rooted at ``root`` (default: dirs.cache_dir())."""
 
@@ -87,7 +84,7 @@ class Cache:
         return self.templates_dir / content_id
 
     def has(self, content_id: str) -> bool:
-        return _is_hex_id(content_id) and self.entry_path(content_id).is_dir()
+        return is_object_id(content_id) and self.entry_path(content_id).is_dir()
 
     def _mapped_id(self, key: str) -> Optional[str]:
         try:
@@ -96,7 +93,7 @@ class Cache:
         except (OSError, ValueError):
             return None
         cid = data.get("content_id") if isinstance(data, dict) else None
-        return cid if isinstance(cid, str) and _is_hex_id(cid) else None
+        return cid if is_object_id(cid) else None
 
     def lookup(self, source: Source, expected_content_id: Optional[str] = None) -> Optional[Materialized]:
         """The cached entry for ``source`` if there is one (cheap: no hashing, no network).
@@ -263,7 +260,7 @@ class Cache:
     def _entry_ids(self) -> List[str]:
         if not self.templates_dir.is_dir():
             return []
-        return sorted(n for n in os.listdir(self.templates_dir) if _is_hex_id(n))
+        return sorted(n for n in os.listdir(self.templates_dir) if is_object_id(n))
 
     def _ensure_dirs(self) -> None:
         try:

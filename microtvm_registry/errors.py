@@ -10,6 +10,15 @@ because templates carry a copy of it; they are not part of this tree, and the CL
 from __future__ import annotations
 
 
+def first_line(err: object) -> str:
+    """The first line of an error (or text): what a one-line message shows of it. An error with
+    no text is named by its type, so the line is never empty."""
+    text = str(err).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(err).__name__ if isinstance(err, BaseException) else ""
+
+
 class MicrotvmError(Exception):
     """Base class: an error the user can act on, with a one-line message."""
 

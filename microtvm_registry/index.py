@@ -57,7 +57,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .errors import FetchError, IndexFormatError, MicrotvmError, OfflineError, TemplateNotFoundError
+from .errors import FetchError, IndexFormatError, MicrotvmError, OfflineError, TemplateNotFoundError, first_line
 
 
 
@@ -548,20 +548,9 @@ def source_to_table(source: Any) -> Dict[str, Any]:
         return {"packaged": source.relpath}
     if kind == "folder":
         return {"path": source.path}
-    if kind == "git":
-        table: Dict[str, Any] = {"git": source.url}
-        if getattr(source, "ref", None):
-            table["ref"] = source.ref
-        table.update({"commit": source.commit, "subdir": source.subdir, "tree": source.tree})
-        extras = getattr(source, "extra_files", ()) or ()
-        if extras:
-            table["extra"] = [{"path": e.path, "dest": e.dest, "blob": e.blob} for e in extras]
-        return table
-    table = {"url": source.url, "sha256": source.sha256}
-    if getattr(source, "subdir", ""):
-        table["subdir"] = source.subdir
-    table["tree"] = source.tree
-    return table
+    from .sources import source_to_dict  # loaded already: the source object is one of its classes
+
+    return source_to_dict(source)
 
 
 def same_source(a: Any, b: Any) -> bool:
@@ -985,7 +974,7 @@ def load_extra_indexes(*, offline: bool = False, refresh: bool = False) -> List[
             except MicrotvmError as err:
                 fallback = _load_copy_safe(entry)
                 tail = f"; using {_copy_age(entry)}" if fallback else "; skipped"
-                warn(f"{_first_line(err)}{tail}")
+                warn(f"{first_line(err)}{tail}")
                 index = fallback
         else:
             index = _load_copy_safe(entry)
@@ -1006,7 +995,7 @@ def update_extra_indexes() -> List[Tuple[str, bool, str]]:
         except MicrotvmError as err:
             fallback = _load_copy_safe(entry)
             tail = f"; keeping {_copy_age(entry)}" if fallback else "; no copy kept"
-            report.append((entry.name, False, f"failed: {_first_line(err)}{tail}"))
+            report.append((entry.name, False, f"failed: {first_line(err)}{tail}"))
     return report
 
 
@@ -1015,11 +1004,6 @@ def _load_copy_safe(entry: ExtraIndex) -> Optional[Index]:
         return _load_copy(entry)
     except MicrotvmError:
         return None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
-from .errors import IndexFormatError, MicrotvmError
+from .errors import IndexFormatError, MicrotvmError, first_line
 from .index import (
     FolderSource,
     Index,
@@ -202,7 +202,7 @@ def plugin_indexes() -> List[Index]:
         try:
             templates = _from_object(ep.load(), ep, origin)
         except (MicrotvmError, IndexFormatError) as err:
-            warn(str(err).strip().splitlines()[0])
+            warn(first_line(err))
             continue
         except Exception as err:  # noqa: BLE001 - a vendor's bug must not break the listing
             warn(f"plugin {dist_name!r} entry point {ep.name!r} failed to load: {type(err).__name__}: {err}")

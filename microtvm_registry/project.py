@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from .errors import BuildError, OptionError, ProjectError
+from .errors import BuildError, OptionError, ProjectError, first_line
 from .project_api import client as _client_mod
 from .project_api.client import DEFAULT_TIMEOUT_SEC, MalformedReplyError, ProjectAPIClient
 
@@ -395,7 +395,7 @@ class TemplateProject(_Project):
             except (ProjectError, _client_mod.ProjectAPIErrorBase) as err:
                 raise ProjectError(
                     f"the template generated {target}, but it cannot be used as a project "
-                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); removed it"
+                    f"({first_line(err)}); removed it"
                 ) from err
         except BaseException:
             _remove_created(target, created)

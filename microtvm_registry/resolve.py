@@ -15,10 +15,10 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from .errors import LockfileError, SpecError, TemplateNotFoundError
-from .index import NAME_RE, Catalog, Origin, Template, TemplateVersion
+from .index import NAME_RE, Catalog, Origin, Requirements, Template, TemplateVersion
 
 _SPEC_RE = re.compile(r"^\s*(?P<name>[^@\s]+)\s*(?:@(?P<version>.*))?$")
 
@@ -217,15 +217,18 @@ def _resolve_pin(spec: Spec, entry: Any, lock_path: Path, catalog: Optional[Cata
         )
     source = entry.source
     if isinstance(source, PluginPin):
+        from packaging.version import Version
+
         from .plugins import plugin_indexes
 
+        pinned = Version(entry.version)  # PEP 440 equality: "1.0" pins "1.0.0"
         for index in plugin_indexes():
             if index.origin.name != source.dist:
                 continue
             for template in index.templates:
                 if template.name == entry.name:
                     for v in template.versions:
-                        if spec_matches_exact(v.version, entry.version):
+                        if Version(v.version) == pinned:
                             return Resolved(v, entry)
         raise LockfileError(
             f"{lock_path} pins {entry.name} {entry.version} from plugin {source.dist!r}, which is not installed at "
@@ -252,22 +255,10 @@ def _resolve_pin(spec: Spec, entry: Any, lock_path: Path, catalog: Optional[Cata
         version=entry.version,
         source=source,
         origin=origin,
-        requires=known.requires if known else TemplateVersion.__dataclass_fields__["requires"].default,
+        requires=known.requires if known else Requirements(),
         description=known.description if known else "",
         platform=known.platform if known else "",
         entry=known.entry if known else None,
         note=known.note if known else None,
     )
     return Resolved(version, entry)
-
-
-def spec_matches_exact(version: str, pinned: str) -> bool:
-    """PEP 440 equality ("1.0" equals "1.0.0")."""
-    from packaging.version import Version
-
-    return Version(version) == Version(pinned)
-
-
-def all_versions(catalog: Catalog, name: str) -> List[TemplateVersion]:
-    """Every version of the template ``name`` names, newest first (for ``microtvm show``)."""
-    return list(find_template(catalog, name).versions)

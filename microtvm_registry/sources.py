@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .contentid import is_object_id, tree_id
-from .errors import FetchError, UnsafeSourceError, VerificationError
+from .errors import FetchError, UnsafeSourceError, VerificationError, first_line
 
 __all__ = [
     "ExtraFile",
@@ -280,13 +280,14 @@ def source_key(source: Source) -> str:
 
 
 def source_to_dict(source: Source) -> Dict[str, Any]:
-    """A TOML/JSON-friendly mapping using the index's keys (``git``, ``commit``, ``subdir``,
-    ``ref``, ``tree``, ``extra`` = list of {path, dest, blob}; or ``url``, ``sha256``,
-    ``subdir``, ``tree``); inverse of source_from_dict."""
+    """A TOML/JSON-friendly mapping using the index's keys, in the order the lockfile shows them
+    (``git``, ``ref``, ``commit``, ``subdir``, ``tree``, ``extra`` = list of {path, dest, blob};
+    or ``url``, ``sha256``, ``subdir``, ``tree``); inverse of source_from_dict."""
     if isinstance(source, GitSource):
-        out: Dict[str, Any] = {"git": source.url, "commit": source.commit, "subdir": source.subdir}
+        out: Dict[str, Any] = {"git": source.url}
         if source.ref is not None:
             out["ref"] = source.ref
+        out.update(commit=source.commit, subdir=source.subdir)
         if source.tree is not None:
             out["tree"] = source.tree
         if source.extra_files:
@@ -909,8 +910,7 @@ def _short_error(exc: BaseException) -> str:
 
     if isinstance(exc, requests.Timeout):
         return "the server timed out"
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+    return first_line(exc)[:200]
 
 
 def _check_sha256(url: str, actual: str, expected: str) -> None:

@@ -81,7 +81,7 @@ def template_table(name: str, versions: List[Dict[str, Any]], platform: str = "d
 
 def write_index(path: Path, templates: List[Dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(tomli_w.dumps(index_doc(templates)), "utf-8")
+    path.write_text(index_text(templates), "utf-8")
     return path
 
 

@@ -9,7 +9,6 @@ numpy and tvm are imported inside the handlers only.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
@@ -73,20 +72,15 @@ def _parse_inputs(pairs: List[str]) -> Dict[str, Path]:
 
 def _save_npy(path: Path, array: Any) -> None:
     """Write beside the target and rename, so a failure never leaves half a file."""
+    import io
+
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    import tempfile
+    from ..index import atomic_write_bytes
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.save(out, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def cmd_run(args: argparse.Namespace) -> int:

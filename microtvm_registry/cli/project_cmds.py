@@ -81,16 +81,16 @@ def register(subparsers) -> None:
     _add_timeout(p)
     p.set_defaults(handler=cmd_create_project)
 
-    for name, verb in (("build", "build"), ("flash", "flash")):
+    for name, handler in (("build", cmd_build), ("flash", cmd_flash)):
         p = subparsers.add_parser(
             name,
-            help=f"{verb} a generated project",
-            description=f"Ask the project's Project API server to {verb} it.",
+            help=f"{name} a generated project",
+            description=f"Ask the project's Project API server to {name} it.",
         )
         p.add_argument("project_dir", metavar="DIR", help="a generated project folder")
         add_option_flag(p)
         _add_timeout(p)
-        p.set_defaults(handler=cmd_build if name == "build" else cmd_flash)
+        p.set_defaults(handler=handler)
 
 
 def resolve_target(arg: str, args: argparse.Namespace) -> Path:
@@ -122,8 +122,6 @@ def _project_dir(arg: str, command: str) -> Path:
 
 
 def _fmt_list(value: Any) -> str:
-    if value is None:
-        return ""
     if isinstance(value, (list, tuple)):
         return ",".join(_fmt_value(v) for v in value)
     return _fmt_value(value)

@@ -250,23 +250,25 @@ def signatures_from_source(c_source: str) -> Dict[str, List[ArgInfo]]:
 # --------------------------------------------------------------------------------- writing
 
 
-def _tar_add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
-    info = tarfile.TarInfo("./" + name)
-    info.size = len(data)
-    info.mode = 0o644
+def _tar_info(name: str, mode: int, mtime: int) -> tarfile.TarInfo:
+    """A member owned by root:root, so the archive does not depend on who exported it."""
+    info = tarfile.TarInfo("./" + name if name else ".")
+    info.mode = mode
     info.mtime = mtime
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
+    return info
+
+
+def _tar_add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = _tar_info(name, 0o644, mtime)
+    info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
 
 
 def _tar_add_dir(tar: tarfile.TarFile, name: str, mtime: int) -> None:
-    info = tarfile.TarInfo("./" + name if name else ".")
+    info = _tar_info(name, 0o755, mtime)
     info.type = tarfile.DIRTYPE
-    info.mode = 0o755
-    info.mtime = mtime
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
     tar.addfile(info)
 
 

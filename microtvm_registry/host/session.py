@@ -179,22 +179,21 @@ class Session:
         fn = self.function(name)
         if not fn.args:
             raise SessionError(f"function {name!r} has no argument list in the model; use call() with every argument")
-        ins = fn.inputs
+        names = [a.name for a in fn.inputs]
+        listed = ", ".join(names)
         if isinstance(inputs, Mapping):
-            unknown = [k for k in inputs if k not in {a.name for a in ins}]
+            unknown = [k for k in inputs if k not in names]
             if unknown:
-                raise SessionError(
-                    f"{name}: no input named {unknown[0]!r}; inputs are {', '.join(a.name for a in ins)}"
-                )
-            missing = [a.name for a in ins if a.name not in inputs]
+                raise SessionError(f"{name}: no input named {unknown[0]!r}; inputs are {listed}")
+            missing = [n for n in names if n not in inputs]
             if missing:
-                raise SessionError(f"{name}: input {missing[0]!r} is missing; inputs are {', '.join(a.name for a in ins)}")
-            given = {a.name: inputs[a.name] for a in ins}
+                raise SessionError(f"{name}: input {missing[0]!r} is missing; inputs are {listed}")
+            given = {n: inputs[n] for n in names}
         else:
             seq = list(inputs)
-            if len(seq) != len(ins):
-                raise SessionError(f"{name} takes {len(ins)} inputs ({', '.join(a.name for a in ins)}), got {len(seq)}")
-            given = {a.name: v for a, v in zip(ins, seq)}
+            if len(seq) != len(names):
+                raise SessionError(f"{name} takes {len(names)} inputs ({listed}), got {len(seq)}")
+            given = dict(zip(names, seq))
         arrays = [given[a.name] if a.role != "output" else np.zeros(a.shape, dtype=a.dtype) for a in fn.args]
         args = self._check_args(fn, arrays, True)
         outputs = [i for i, a in enumerate(fn.args) if a.role == "output"]

@@ -47,7 +47,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-from ..errors import MicrotvmError
+from ..errors import MicrotvmError, first_line
 from . import server, tvm_compat
 
 #: Default seconds to wait for any one reply (see the module docstring).
@@ -422,18 +422,8 @@ class ProjectAPIClient:
     def _wire_error(self, error: Any, method: str, reply: Any) -> BaseException:
         if not isinstance(error, dict) or not isinstance(error.get("code"), int) or isinstance(error.get("code"), bool):
             self._malformed(method, "error is not an object with an integer code", reply)
-        context = f"calling method {method}"
-        try:
-            exc = server.JSONRPCError.from_json(context, error)
-        except Exception:  # a code outside the enum: TVM asserts; we keep the information
-            exc = None
-        if not isinstance(exc, BaseException):
-            exc = server.JSONRPCError(error["code"], str(error.get("message", "")), error.get("data"))
-            try:
-                exc.client_context = context
-            except AttributeError:
-                pass
-        return exc
+        # from_json keeps a code outside the enum as a plain JSONRPCError (TVM asserts there).
+        return server.JSONRPCError.from_json(f"calling method {method}", error)
 
     # -- failures ---------------------------------------------------------------------------
 
@@ -579,14 +569,11 @@ def describe_wire_error(err: BaseException) -> str:
     followed by a traceback; for a generic failure the useful part is the traceback's last line
     (the exception the template raised), so that is what this puts first.
     """
-    from . import server as _server
-
-    if not isinstance(err, _server.JSONRPCError):
-        text = str(err).strip()
-        return text.splitlines()[0] if text else type(err).__name__
+    if not isinstance(err, server.JSONRPCError):
+        return first_line(err)
     context = str(err.client_context or "").strip()
     method = context[len("calling method "):] if context.startswith("calling method ") else context
-    message = str(err.message or "").strip().splitlines()[0] if str(err.message or "").strip() else ""
+    message = first_line(err.message or "")
     cause = ""
     data = err.data
     if isinstance(data, dict) and isinstance(data.get("traceback"), str):
@@ -595,7 +582,7 @@ def describe_wire_error(err: BaseException) -> str:
     where = f"in {method}" if method else "in a call"
     if message in ("", context, f"calling method {method}", "validating request") and cause:
         return f"the template's server failed {where}: {cause} (run with -v for its traceback)"
-    if int(err.code) == _server.ErrorCode.SERVER_ERROR:
+    if int(err.code) == server.ErrorCode.SERVER_ERROR:
         return f"the template's server failed {where}: {message or type(err).__name__}"
     return f"the template's server refused {method or 'a call'}: JSON-RPC error {int(err.code)}: {message}"
 

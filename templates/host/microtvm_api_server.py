@@ -189,14 +189,15 @@ class Handler(server.ProjectAPIHandler):
         make = shutil.which("make")
         if make is None:
             raise HostTemplateError("`make` is not on PATH; install make and a C compiler (e.g. apt install build-essential)")
+        verbose = _bool_option(options.get("verbose"))
         cmd = [make, "-C", str(PROJECT_DIR)]
-        if _bool_option(options.get("verbose")):
+        if verbose:
             cmd.append("V=1")
         if options.get("cc"):
             cmd.append(f"CC={options['cc']}")
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         output = proc.stdout.decode("utf-8", "replace")
-        if _bool_option(options.get("verbose")):
+        if verbose:
             sys.stderr.write(output)
         if proc.returncode != 0:
             lines = output.rstrip().splitlines()
