@@ -535,9 +535,12 @@ class _Git:
         return status, "", err
 
 
-def _last_line(text: str) -> str:
+def _git_reason(text: str) -> str:
+    """The line of git's stderr that says why: its last ``fatal:``/``error:`` line (git follows
+    those with advice such as "...and the repository exists."), else its last line."""
     lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("warning:")]
-    return lines[-1] if lines else "git failed without a message"
+    reasons = [l for l in lines if l.startswith(("fatal:", "error:"))]
+    return (reasons or lines or ["git failed without a message"])[-1]
 
 
 _UNREACHABLE = (
@@ -570,7 +573,7 @@ def _new_repo(work: Path, name: str, progress: bool, label: str) -> _Git:
     g = _Git(work / name, progress, label)
     status, _, err = g.run("init", "--quiet", "--bare", "--template=", str(g.git_dir))
     if status != 0:
-        raise FetchError(f"git init failed in {work}: {_last_line(err)}")
+        raise FetchError(f"git init failed in {work}: {_git_reason(err)}")
     return g
 
 
@@ -582,7 +585,7 @@ def _fetch_commit(g: _Git, url: str, source: GitSource) -> Optional[str]:
         return None
     low = err.lower()
     if any(s in low for s in _UNREACHABLE) and not any(s in low for s in _NO_COMMIT):
-        raise FetchError(f"could not fetch {url}: {_last_line(err)}; check the URL and your network")
+        raise FetchError(f"could not fetch {url}: {_git_reason(err)}; check the URL and your network")
     return err or "the commit did not arrive"
 
 
@@ -609,10 +612,10 @@ def _fetch_full(g: _Git, url: str, source: GitSource, first_error: str) -> None:
             return
     if any(s in (first_error + err).lower() for s in _NO_COMMIT):
         raise VerificationError(
-            f"commit {source.commit} is not available from {url} ({_last_line(first_error)});"
+            f"commit {source.commit} is not available from {url} ({_git_reason(first_error)});"
             " check the index entry, or give its ref"
         )
-    raise FetchError(f"could not fetch {source.commit[:12]} from {url}: {_last_line(err)}")
+    raise FetchError(f"could not fetch {source.commit[:12]} from {url}: {_git_reason(err)}")
 
 
 def _is_shallow(g: _Git) -> bool:
@@ -628,7 +631,7 @@ def _ls_tree(g: _Git, tree: str) -> List[Tuple[str, str, str, str]]:
     """(mode, type, oid, path) for every blob/link/gitlink under ``tree``, recursively."""
     status, out, err = g.run("ls-tree", "-r", "-z", "--full-tree", tree, binary=True)
     if status != 0:
-        raise FetchError(f"git ls-tree {tree} failed: {_last_line(err)}")
+        raise FetchError(f"git ls-tree {tree} failed: {_git_reason(err)}")
     entries = []
     for record in bytes(out).split(b"\0"):
         if not record:
@@ -642,7 +645,7 @@ def _ls_tree(g: _Git, tree: str) -> List[Tuple[str, str, str, str]]:
 def _fetch_blobs(g: _Git, url: str, tree: str, extra_oids: Sequence[str]) -> None:
     status, out, err = g.run("rev-list", "--objects", "--missing=print", tree)
     if status != 0:
-        raise FetchError(f"git rev-list {tree} failed: {_last_line(err)}")
+        raise FetchError(f"git rev-list {tree} failed: {_git_reason(err)}")
     missing = [line[1:].split()[0] for line in str(out).splitlines() if line.startswith("?")]
     if not missing:
         return  # the server ignored the filter: everything is here
@@ -654,7 +657,7 @@ def _fetch_blobs(g: _Git, url: str, tree: str, extra_oids: Sequence[str]) -> Non
         stdin=("\n".join(wanted) + "\n").encode(), show_progress=True,
     )
     if status != 0:
-        raise _BlobFetchRefused(_last_line(err))
+        raise _BlobFetchRefused(_git_reason(err))
 
 
 class _BlobFetchRefused(Exception):
@@ -666,7 +669,7 @@ def _read_blobs(g: _Git, oids: Sequence[str]) -> Dict[str, bytes]:
         return {}
     status, out, err = g.run("cat-file", "--batch", stdin=("\n".join(oids) + "\n").encode(), binary=True)
     if status != 0:
-        raise FetchError(f"git cat-file failed: {_last_line(err)}")
+        raise FetchError(f"git cat-file failed: {_git_reason(err)}")
     data = bytes(out)
     blobs: Dict[str, bytes] = {}
     pos = 0

@@ -463,3 +463,15 @@ def test_zip_members_escaping_are_refused(http, tmp_path, name, data, mode):
     with pytest.raises(UnsafeSourceError):
         fetch_archive(src, tmp_path / "out", **FAST)
     assert sorted(os.listdir(tmp_path)) == ["www"]
+
+
+def test_git_errors_show_the_reason_not_git_advice(tmp_path):
+    from microtvm_registry.sources import _git_reason
+
+    stderr = (
+        "fatal: Could not read from remote repository.\n\n"
+        "Please make sure you have the correct access rights\nand the repository exists.\n"
+    )
+    assert _git_reason(stderr) == "fatal: Could not read from remote repository."
+    assert _git_reason("warning: x\nsomething odd\n") == "something odd"
+    assert _git_reason("") == "git failed without a message"

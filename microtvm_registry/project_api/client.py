@@ -28,7 +28,8 @@ Where TVM's client could hang, crash or leak, this one does not (documented diff
 * the client owns the process: ``close()`` (also on ``with`` exit, on garbage collection, at
   interpreter exit, and when start-up fails half way) closes both pipes, gives the server
   :data:`SHUTDOWN_GRACE_SEC` to exit on EOF as TVM servers do, then terminates, kills and reaps
-  it. No zombie, no leaked descriptor.
+  it, and ends the processes it had started (make, a compiler; found through /proc on Linux).
+  No zombie, no leaked descriptor, no orphaned build.
 * the server's PYTHONPATH gets the tvm shim (see :mod:`.tvm_compat`) so TVM's own templates can
   import ``tvm.micro.project_api.server`` without TVM; everything else in the environment is
   inherited unchanged.
@@ -45,7 +46,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import MicrotvmError, first_line
 from . import server, tvm_compat
@@ -159,12 +160,17 @@ class _Channel:
                 except subprocess.TimeoutExpired:
                     pass
             if proc.poll() is None:
+                # Stopping a server by force (a timeout, a hang) must also stop what it started
+                # (make, a compiler, a simulator): find them now, while they are still its
+                # descendants, and end them after it.
+                started = _descendant_pids(proc.pid)
                 proc.terminate()
                 try:
                     proc.wait(TERMINATE_GRACE_SEC)
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+                _stop_pids(started)
         except BaseException:
             # Even an interrupt must not leave a zombie behind.
             try:
@@ -174,6 +180,60 @@ class _Channel:
             proc.wait()
             raise
         return proc.returncode
+
+
+def _descendant_pids(pid: int) -> List[int]:
+    """Every process below ``pid``, children first found by reading /proc (Linux); elsewhere
+    none are found, and only the server itself is stopped."""
+    parents: Dict[int, int] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces or parentheses, so split after it.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1:
+            parents[int(entry)] = int(fields[1])
+    found: List[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found
+
+
+def _stop_pids(pids: List[int]) -> None:
+    """SIGTERM, a short grace, then SIGKILL for whatever of ``pids`` is still there."""
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + TERMINATE_GRACE_SEC
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 _UNSET: Any = object()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 import signal
 
 import pytest
@@ -69,6 +70,31 @@ def test_hang_times_out_and_server_is_stopped(srv):
     assert client.process.returncode == -signal.SIGTERM
     with pytest.raises(C.ConnectionShutdownError):
         client.build({})
+
+
+def _gone(pid):
+    """No such process, or a zombie waiting for init to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return True
+    return stat[stat.rfind(b")") + 2:].split()[0] == b"Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finding a server's children reads /proc (Linux)")
+def test_a_stopped_server_takes_what_it_started_with_it(srv, tmp_path):
+    pid_file = tmp_path / "child.pid"
+    env = fault_env("hang_with_child")
+    env["FAULT_CHILD_PID"] = str(pid_file)
+    client = C.instantiate_from_dir(srv, env=env, timeout=1.0)
+    with pytest.raises(C.ServerTimeoutError):
+        client.build({})
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10  # a hang guard, not a speed limit
+    while not _gone(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(child), f"the server's child {child} outlived it"
 
 
 def test_hang_ignoring_sigterm_is_killed(srv, monkeypatch):

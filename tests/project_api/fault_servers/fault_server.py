@@ -5,7 +5,8 @@ behaviour comes from the environment, so one script serves every case:
 
 FAULT_MODE    ok | crash | sigkill | hang | hang_unkillable | garbage | bad_utf8 | not_object |
               wrong_jsonrpc | no_result | no_id | exit_at_start | protocol2 | bad_id | null_id |
-              close_reply_pipe | partial_then_exit | crlf | slow_eof | error
+              close_reply_pipe | partial_then_exit | crlf | slow_eof | error |
+              hang_with_child (starts a long `sleep`, writes its pid to FAULT_CHILD_PID, hangs)
 FAULT_AFTER   how many requests to answer normally before misbehaving (default 0)
 FAULT_RECORD  a file to append every raw request line to (bytes as received)
 
@@ -56,6 +57,13 @@ def main():
             if mode == "sigkill":
                 os.kill(os.getpid(), signal.SIGKILL)
             if mode == "hang":
+                time.sleep(3600)
+            if mode == "hang_with_child":  # like a server stuck waiting on `make`
+                import subprocess
+
+                child = subprocess.Popen(["sleep", "3600"])
+                with open(os.environ["FAULT_CHILD_PID"], "w") as f:
+                    f.write(str(child.pid))
                 time.sleep(3600)
             if mode == "hang_unkillable":
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
