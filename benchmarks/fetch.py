@@ -171,8 +171,8 @@ def main() -> int:
 
 
 def compare(label, rate, daemon, repo, work, commit, tree) -> None:
-    from microtvm_registry.cache import Cache
-    from microtvm_registry.sources import GitSource
+    from microtvm_registry.cache.store import Cache
+    from microtvm_registry.registry.sources import GitSource
 
     with TcpProxy(daemon.port, rate=rate) as proxy:
         url = daemon.url(repo.name, port=proxy.port)
@@ -258,25 +258,25 @@ def warm_path(work: Path, commit: str, tree: str, repo: Path, bench: Path) -> No
         err = err.decode() if isinstance(err, bytes) else err
         print(f"  (microtvm path could not resolve the benchmark template: {err.strip()[-200:]}; "
               "timing a warm Cache.materialize in a fresh interpreter instead)")
-        from microtvm_registry.cache import Cache
-        from microtvm_registry.sources import GitSource
+        from microtvm_registry.cache.store import Cache
+        from microtvm_registry.registry.sources import GitSource
 
         Cache(env["MICROTVM_REGISTRY_CACHE"]).materialize(GitSource(repo.as_uri(), commit, TEMPLATE, tree))
         how = "python -c '<warm Cache.materialize>'"
         argv = [py, "-c",
-                "from microtvm_registry.cache import Cache\n"
-                "from microtvm_registry.sources import GitSource\n"
+                "from microtvm_registry.cache.store import Cache\n"
+                "from microtvm_registry.registry.sources import GitSource\n"
                 f"print(Cache().materialize(GitSource({repo.as_uri()!r}, {commit!r}, {TEMPLATE!r}, {tree!r})).path)"]
     warm = time_cmd(argv, env)
     line(f"warm: {how}", f"{warm * 1000:.1f} ms", f"{baseline * 1000:.1f} ms", warm / baseline,
          "<= 3x", warm <= 3 * baseline)
     # our part alone: the cache's warm lookup in a fresh interpreter
-    Cache = __import__("microtvm_registry.cache", fromlist=["Cache"]).Cache
-    GitSource = __import__("microtvm_registry.sources", fromlist=["GitSource"]).GitSource
+    Cache = __import__("microtvm_registry.cache.store", fromlist=["Cache"]).Cache
+    GitSource = __import__("microtvm_registry.registry.sources", fromlist=["GitSource"]).GitSource
     Cache(env["MICROTVM_REGISTRY_CACHE"]).materialize(GitSource(repo.as_uri(), commit, TEMPLATE, tree))
     argv = [py, "-c",
-            "from microtvm_registry.cache import Cache\n"
-            "from microtvm_registry.sources import GitSource\n"
+            "from microtvm_registry.cache.store import Cache\n"
+            "from microtvm_registry.registry.sources import GitSource\n"
             f"print(Cache().materialize(GitSource({repo.as_uri()!r}, {commit!r}, {TEMPLATE!r}, {tree!r})).path)"]
     warm = time_cmd(argv, env)
     line("warm: python -c '<Cache.materialize, cached>'", f"{warm * 1000:.1f} ms", f"{baseline * 1000:.1f} ms",

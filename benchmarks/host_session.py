@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from microtvm_registry import get_packaged_resource  # noqa: E402
-from microtvm_registry.host.mlf import export_model_library_format  # noqa: E402
-from microtvm_registry.host.session import Session  # noqa: E402
+from microtvm_registry.compile.mlf import export_model_library_format  # noqa: E402
+from microtvm_registry.device.session import Session  # noqa: E402
 from microtvm_registry.project import generate_project  # noqa: E402
 
 MIB = 1 << 20

@@ -36,8 +36,8 @@ def materialize_version(
     and plugin folders are used in place; they are hashed only when ``expected`` or
     ``need_content_id`` asks for it, since hashing is the one slow thing on a warm path.
     """
-    from .index import FolderSource, PackagedSource, describe_source, is_local_location
-    from .lockfile import check_content_id
+    from .registry.models import FolderSource, PackagedSource, describe_source, is_local_location
+    from .registry.lockfile import check_content_id
 
     source = tv.source
     label = f"{tv.name} {tv.version}"
@@ -64,7 +64,7 @@ def materialize_version(
             f"{label} from {tv.origin.describe()} names the local source {source.url!r}; a remote index may "
             "only name network sources, so it was refused (ask the index's owner to fix it)"
         )
-    from .cache import Cache
+    from .cache.store import Cache
 
     result = Cache().materialize(
         source,
@@ -79,7 +79,7 @@ def materialize_version(
 
 def get_template(spec: str, offline: bool = False, *, progress: Optional[bool] = None) -> Path:
     """The local folder of the template ``spec`` names (fetched into the cache unless offline)."""
-    from .resolve import resolve
+    from .registry.resolve import resolve
 
     offline = _offline(offline)
     resolved = resolve(spec, offline=offline)
@@ -89,7 +89,7 @@ def get_template(spec: str, offline: bool = False, *, progress: Optional[bool] =
 
 def _cached_expected(resolved: Any) -> Optional[str]:
     """Pins are verified by the cache for cached sources; in-place folders only when running."""
-    from .index import FolderSource, PackagedSource
+    from .registry.models import FolderSource, PackagedSource
 
     if isinstance(resolved.version.source, (PackagedSource, FolderSource)):
         return None
@@ -103,8 +103,8 @@ def get_template_for_run(
 
     Raises TrustError (with the command to run) when the template's content id is not trusted.
     """
-    from .resolve import resolve
-    from .trust import check_trust
+    from .registry.resolve import resolve
+    from .cache.trust import check_trust
 
     offline = _offline(offline)
     resolved = resolve(spec, offline=offline)
@@ -128,8 +128,9 @@ def get_microtvm_template_projects(platform: str) -> Path:
     """
     if platform not in TVM_PLATFORMS:
         raise ValueError(f"platform {platform!r} is not one of {', '.join(TVM_PLATFORMS)}")
-    from .index import Catalog, packaged_indexes
-    from .resolve import resolve
+    from .registry.catalog import Catalog
+    from .registry.packaged_indexes import packaged_indexes
+    from .registry.resolve import resolve
 
     offline = _offline(False)
     curated = Catalog([i for i in packaged_indexes() if i.name == CURATED_INDEX])

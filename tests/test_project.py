@@ -14,17 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "project_api"))
 from fault_servers import children_of, make_template  # noqa: E402
 
 from microtvm_registry.errors import OptionError, ProjectError  # noqa: E402
-from microtvm_registry.project import (  # noqa: E402
-    GeneratedProject,
-    NotATemplateProjectError,
-    OptionSpec,
-    TemplateProject,
-    TemplateProjectError,
-    convert_option,
-    fills_defaults,
-    generate_project,
-    prepare_options,
-)
+from microtvm_registry.project import GeneratedProject, NotATemplateProjectError, OptionSpec, TemplateProject, TemplateProjectError, convert_option, fills_defaults, generate_project, prepare_options
 from microtvm_registry.project_api import server  # noqa: E402
 
 

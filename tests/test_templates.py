@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from microtvm_registry import get_microtvm_template_projects, get_packaged_resource, get_template
-from microtvm_registry import index as idx
-from microtvm_registry.cache import Cache
+from microtvm_registry.registry import extra_indexes
+from microtvm_registry.cache.store import Cache
 from microtvm_registry.errors import OfflineError, VerificationError
-from microtvm_registry.lockfile import LockEntry, Lockfile
+from microtvm_registry.registry.lockfile import LockEntry, Lockfile
 from registry_support import (
     add_insteadof,
     git_version_table,
@@ -27,7 +27,7 @@ def local(tmp_path):
     repo = tmp_path / "repo"
     versions = make_template_repo(repo, ["1.0.0", "2.0.0"])
     index_file = write_index(tmp_path / "l.toml", [template_table("local/tmpl", [git_version_table(str(repo), v, extra=True) for v in versions.values()])])
-    idx.add_extra_index("local", str(index_file))
+    extra_indexes.add_extra_index("local", str(index_file))
     return {"repo": repo, "versions": versions, "index": index_file}
 
 
@@ -71,7 +71,7 @@ def test_wrong_tree_in_index_is_refused_and_cache_stays_clean(tmp_path, local):
     bad = git_version_table(str(local["repo"]), v, extra=False)
     bad["tree"] = local["versions"]["2.0.0"].tree
     write_index(tmp_path / "bad.toml", [template_table("bad/tmpl", [bad])])
-    idx.add_extra_index("bad", str(tmp_path / "bad.toml"))
+    extra_indexes.add_extra_index("bad", str(tmp_path / "bad.toml"))
     with pytest.raises(VerificationError, match="as pinned"):
         get_template("bad/tmpl")
     assert Cache().list_entries() == []
@@ -96,7 +96,7 @@ def test_get_microtvm_template_projects_honours_the_lockfile(tmp_path, monkeypat
     repo = tmp_path / "tvm-mirror"
     versions = make_template_repo(repo, ["0.10.0"], subdir="src/runtime/crt/host")
     add_insteadof("https://github.com/apache/tvm.git", repo)
-    from microtvm_registry.sources import GitSource
+    from microtvm_registry.registry.sources import GitSource
 
     v = versions["0.10.0"]
     pinned = GitSource("https://github.com/apache/tvm.git", v.commit, "src/runtime/crt/host", v.tree, ref="v0.10.0")

@@ -76,7 +76,7 @@ def _save_npy(path: Path, array: Any) -> None:
 
     import numpy as np
 
-    from ..index import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     buf = io.BytesIO()
     np.save(buf, array)
@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         import numpy as np
     except ImportError:
         raise MicrotvmError("numpy is not installed; pip install 'microtvm-registry[tvm]'") from None
-    from ..host.session import Session
+    from ..device.session import Session
 
     project_dir = Path(args.project_dir)
     if not project_dir.is_dir():
@@ -167,8 +167,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         import tvm
     except ImportError:
         raise MicrotvmError(TVM_MISSING) from None
-    from ..host.mlf import export_model_library_format
-    from ..host.session import Session
+    from ..compile.mlf import export_model_library_format
+    from ..device.session import Session
     from ..packaged import get_packaged_resource
     from ..project import generate_project
 

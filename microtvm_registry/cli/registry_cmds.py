@@ -94,7 +94,8 @@ def _err(message: str) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ..index import load_catalog, source_kind
+    from ..registry.catalog import load_catalog
+    from ..registry.models import source_kind
 
     catalog = load_catalog(offline=_offline(args))
     rows = []
@@ -149,13 +150,13 @@ def _pip_status(req: str) -> Dict[str, Any]:
 
 def _known_content_id(tv: Any, pin: Any) -> Optional[str]:
     """The content id as far as it is known without fetching or hashing."""
-    from ..index import source_kind
+    from ..registry.models import source_kind
 
     if pin is not None and pin.content_id:
         return pin.content_id
     kind = source_kind(tv.source)
     if kind in ("git", "archive"):
-        from ..cache import Cache
+        from ..cache.store import Cache
 
         hit = Cache().lookup(tv.source)
         if hit is not None:
@@ -179,7 +180,7 @@ def _entry_point(tv: Any, folder: Optional[Any]) -> str:
 def _local_folder(tv: Any) -> Optional[Any]:
     from pathlib import Path
 
-    from ..index import FolderSource, PackagedSource, source_kind
+    from ..registry.models import FolderSource, PackagedSource, source_kind
 
     if isinstance(tv.source, PackagedSource):
         from ..packaged import get_packaged_resource
@@ -191,7 +192,7 @@ def _local_folder(tv: Any) -> Optional[Any]:
     if isinstance(tv.source, FolderSource):
         return Path(tv.source.path) if Path(tv.source.path).is_dir() else None
     if source_kind(tv.source) in ("git", "archive"):
-        from ..cache import Cache
+        from ..cache.store import Cache
 
         hit = Cache().lookup(tv.source)
         return hit.path if hit is not None else None
@@ -199,9 +200,10 @@ def _local_folder(tv: Any) -> Optional[Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..index import describe_source, load_catalog, source_kind, source_to_table
-    from ..resolve import find_template, parse_spec, resolve
-    from ..trust import trust_state
+    from ..registry.models import describe_source, source_kind, source_to_table
+    from ..registry.catalog import load_catalog
+    from ..registry.resolve import find_template, parse_spec, resolve
+    from ..cache.trust import trust_state
 
     offline = _offline(args)
     spec = parse_spec(args.name)
@@ -287,14 +289,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _lock_path() -> Optional[str]:
-    from ..lockfile import find_lockfile
+    from ..registry.lockfile import find_lockfile
 
     found = find_lockfile()
     return str(found) if found else None
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from ..resolve import parse_spec, resolve
+    from ..registry.resolve import parse_spec, resolve
     from ..templates import materialize_version
 
     offline = _offline(args)
@@ -322,8 +324,8 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from ..lockfile import lock_specs
-    from ..resolve import parse_spec
+    from ..locking import lock_specs
+    from ..registry.resolve import parse_spec
 
     specs = [parse_spec(s) for s in args.specs]
     lock = lock_specs(args.specs, offline=_offline(args), progress=_err)
@@ -339,7 +341,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from ..lockfile import sync
+    from ..locking import sync
 
     result = sync(frozen=args.frozen, offline=_offline(args), progress=_err)
     rows = [("ok", n) for n in result.verified] + [("pinned", n) for n in result.changed]
@@ -358,10 +360,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
-    from ..index import describe_source
-    from ..resolve import parse_spec, resolve
+    from ..registry.models import describe_source
+    from ..registry.resolve import parse_spec, resolve
     from ..templates import materialize_version
-    from ..trust import record_trust
+    from ..cache.trust import record_trust
 
     offline = _offline(args)
     rows = []
@@ -385,7 +387,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_list(args: argparse.Namespace) -> int:
-    from ..cache import Cache
+    from ..cache.store import Cache
 
     entries = Cache().list_entries()
     rows = [
@@ -412,7 +414,7 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_verify(args: argparse.Namespace) -> int:
-    from ..cache import Cache
+    from ..cache.store import Cache
 
     results = Cache().verify(repair=args.repair)
     bad = [r for r in results if not r.ok]
@@ -431,11 +433,11 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_cache_clean(args: argparse.Namespace) -> int:
-    from ..cache import Cache
+    from ..cache.store import Cache
 
     keep = None
     if args.keep_locked:
-        from ..lockfile import load_project_lock
+        from ..registry.lockfile import load_project_lock
 
         lock = load_project_lock()
         keep = [e.content_id for e in lock.entries.values() if e.content_id] if lock else []
@@ -445,7 +447,8 @@ def cmd_cache_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_index_list(args: argparse.Namespace) -> int:
-    from ..index import list_extra_indexes, packaged_indexes
+    from ..registry.extra_indexes import list_extra_indexes
+    from ..registry.packaged_indexes import packaged_indexes
 
     rows = [
         {"name": i.name, "kind": "packaged", "location": i.origin.location, "templates": len(i.templates)}
@@ -461,7 +464,7 @@ def cmd_index_list(args: argparse.Namespace) -> int:
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
-    from ..index import add_extra_index
+    from ..registry.extra_indexes import add_extra_index
 
     index = add_extra_index(args.name, args.location, offline=_offline(args))
     print(f"added index {args.name} ({len(index.templates)} template(s))")
@@ -469,7 +472,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 
 
 def cmd_index_remove(args: argparse.Namespace) -> int:
-    from ..index import remove_extra_index
+    from ..registry.extra_indexes import remove_extra_index
 
     remove_extra_index(args.name)
     print(f"removed index {args.name}")
@@ -478,7 +481,7 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
 
 def cmd_index_update(args: argparse.Namespace) -> int:
     from ..errors import OfflineError
-    from ..index import update_extra_indexes
+    from ..registry.extra_indexes import update_extra_indexes
 
     if _offline(args):
         raise OfflineError("`microtvm index update` needs the network; run it without --offline")

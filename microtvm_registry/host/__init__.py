@@ -1,10 +1,8 @@
-"""Run kernels compiled by today's apache-tvm in a host project, driven through the Project API.
+"""Where the host-template names lived before the package was split by stage; kept so existing
+code keeps working.
 
-* :mod:`.mlf` -- export ``tvm.tirx.build(..., target="c")`` output to Model Library Format (with
-  the TVM headers the C needs and the call information a template needs), and read it back;
-* :mod:`.protocol` -- the framed, checksummed binary protocol of the host device program;
-* :mod:`.session` -- ``Session``: upload numpy arrays, call functions, read results, time
-  functions on the device's clock.
-
-Nothing here imports tvm or numpy at import time.
+``microtvm_registry.host.session``, ``.protocol`` and ``.mlf`` are the modules
+:mod:`microtvm_registry.device.session`, :mod:`microtvm_registry.device.protocol` and
+:mod:`microtvm_registry.compile.mlf` themselves (not copies), so patching or ``isinstance`` checks
+see one object whichever name was used.
 """

@@ -2,10 +2,10 @@
 
 It mirrors TVM's CRT host template (options ``verbose`` and ``workspace_size_bytes``; a model.tar
 beside this script marks a generated project) but runs what today's apache-tvm produces:
-``tvm.tirx.build(mod, target="c")`` exported with ``microtvm_registry.host.mlf``. The generated
+``tvm.tirx.build(mod, target="c")`` exported with ``microtvm_registry.compile.mlf``. The generated
 project compiles the model's C with a small runtime of our own (runtime/) and a device program
 (src/main.c) that serves a framed binary protocol on stdin/stdout; the host-side session lives
-in ``microtvm_registry.host.session``.
+in ``microtvm_registry.device.session``.
 
 This script runs under the client's interpreter, which has microtvm_registry installed.
 """
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from microtvm_registry.host import mlf
+from microtvm_registry.compile import mlf
 from microtvm_registry.project_api import server
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -143,7 +143,7 @@ class Handler(server.ProjectAPIHandler):
         mlf_path = Path(model_library_format_path)
         project_dir = Path(project_dir)
         if not mlf_path.is_file():
-            raise HostTemplateError(f"model library {mlf_path} does not exist; export one with microtvm_registry.host.mlf")
+            raise HostTemplateError(f"model library {mlf_path} does not exist; export one with microtvm_registry.compile.mlf")
         if project_dir.exists():
             raise HostTemplateError(f"project folder {project_dir} already exists; choose a new folder or remove it")
         workspace = _int_option(options, "workspace_size_bytes", DEFAULT_WORKSPACE_SIZE_BYTES)
@@ -172,7 +172,7 @@ class Handler(server.ProjectAPIHandler):
         if not (out / "model" / "codegen" / "host" / "include" / "tvm" / "ffi" / "c_api.h").is_file():
             raise HostTemplateError(
                 f"{mlf_path} carries no TVM headers (codegen/host/include/tvm/ffi/c_api.h); "
-                "export it with microtvm_registry.host.mlf.export_model_library_format"
+                "export it with microtvm_registry.compile.mlf.export_model_library_format"
             )
         try:
             library = mlf.load_model_library_format(out / "model")

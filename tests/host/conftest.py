@@ -47,7 +47,7 @@ def kernels_module(tvm):
 @pytest.fixture(scope="session")
 def kernels_mlf(tmp_path_factory) -> Path:
     tvm = pytest.importorskip("tvm")
-    from microtvm_registry.host.mlf import export_model_library_format
+    from microtvm_registry.compile.mlf import export_model_library_format
 
     path = tmp_path_factory.mktemp("mlf") / "kernels.tar"
     return export_model_library_format(tvm.IRModule(kernels_module(tvm)), path, model_name="kernels")

@@ -14,9 +14,10 @@ pytest.importorskip("tvm")
 pytestmark = pytest.mark.needs_tvm
 
 from microtvm_registry.errors import SessionError  # noqa: E402
-from microtvm_registry.host import mlf, protocol  # noqa: E402
-from microtvm_registry.host.protocol import DeviceError, FrameError  # noqa: E402
-from microtvm_registry.host.session import Session  # noqa: E402
+from microtvm_registry.compile import mlf
+from microtvm_registry.device import protocol
+from microtvm_registry.device.protocol import DeviceError, FrameError  # noqa: E402
+from microtvm_registry.device.session import Session  # noqa: E402
 from microtvm_registry.project import GeneratedProject, TemplateProject  # noqa: E402
 from microtvm_registry.project_api import server  # noqa: E402
 

@@ -8,17 +8,7 @@ import pickle
 import pytest
 
 from microtvm_registry.project_api import server
-from microtvm_registry.project_api.server import (
-    ErrorCode,
-    IoTimeoutError,
-    JSONRPCError,
-    ProjectAPIHandler,
-    ProjectOption,
-    ServerError,
-    TransportClosedError,
-    UnsupportedTVMVersionError,
-    default_project_options,
-)
+from microtvm_registry.project_api.server import ErrorCode, IoTimeoutError, JSONRPCError, ProjectAPIHandler, ProjectOption, ServerError, TransportClosedError, UnsupportedTVMVersionError, default_project_options
 
 ALL = ["generate_project", "build", "flash", "open_transport"]
 

@@ -12,13 +12,7 @@ from pathlib import Path
 import pytest
 
 from microtvm_registry.project_api import server
-from microtvm_registry.project_api.server import (
-    ChildProcessTransport,
-    IoTimeoutError,
-    TransportClosedError,
-    read_with_timeout,
-    write_with_timeout,
-)
+from microtvm_registry.project_api.server import ChildProcessTransport, IoTimeoutError, TransportClosedError, read_with_timeout, write_with_timeout
 
 HERE = Path(__file__).resolve().parent
 SERVERS = HERE / "servers"

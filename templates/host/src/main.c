@@ -1,6 +1,6 @@
 /*
  * The "device" program of a microtvm-registry host project. It serves a compact framed binary
- * protocol on stdin/stdout so a host-side session (microtvm_registry.host.session) can upload
+ * protocol on stdin/stdout so a host-side session (microtvm_registry.device.session) can upload
  * tensors, call the model's generated functions, read results back and time functions on the
  * device clock. stderr is left for diagnostics.
  *

@@ -6,7 +6,7 @@ point's *name* is the template name for the single-folder form; the *object* it 
 - a path (``str`` or ``os.PathLike``), absolute or relative to the folder of the module that
   defines the entry point:
   - a folder: one template, named by the entry point, at the distribution's version;
-  - a ``.toml`` file: an index in the usual format (see :mod:`microtvm_registry.index`); its
+  - a ``.toml`` file: an index in the usual format (see :mod:`microtvm_registry.registry.index_format`); its
     versions may also say ``path = "folder"`` (relative to the TOML file) for folders shipped
     inside the package;
 - a dict, or a list of dicts, each shaped like one ``[[template]]`` table of an index;
@@ -19,7 +19,7 @@ Examples, in a vendor's ``pyproject.toml``::
     acme = "acme_microtvm:INDEX"                     # INDEX = "templates.toml"
 
 Plugin templates are never trusted automatically: starting their server needs ``--trust`` or
-``microtvm trust NAME`` (see :mod:`microtvm_registry.trust`). A plugin that fails to load is one
+``microtvm trust NAME`` (see :mod:`microtvm_registry.cache.trust`). A plugin that fails to load is one
 warning line, never an error, so one broken vendor package cannot hide the others.
 """
 from __future__ import annotations
@@ -29,19 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any, List, Optional
 
-from .errors import IndexFormatError, MicrotvmError, first_line
-from .index import (
-    FolderSource,
-    Index,
-    NAME_RE,
-    Origin,
-    Template,
-    TemplateVersion,
-    _Checker,
-    load_index_file,
-    parse_template_table,
-    warn,
-)
+from ..errors import IndexFormatError, MicrotvmError, first_line
+from .models import FolderSource, Index, Origin, Template, TemplateVersion
+from .index_format import NAME_RE, _Checker, load_index_file, parse_template_table
+from ..files import warn
 
 GROUP = "microtvm_registry.templates"
 

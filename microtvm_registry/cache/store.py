@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Iterable, List, Optional, Union
 
-from .contentid import is_object_id
-from .errors import CacheError, OfflineError, VerificationError
-from .sources import ArchiveSource, GitSource, Source, source_key, source_to_dict
+from ..contentid import is_object_id
+from ..errors import CacheError, OfflineError, VerificationError
+from ..registry.sources import ArchiveSource, GitSource, Source, source_key, source_to_dict
 
 __all__ = ["Cache", "Materialized", "CacheEntry", "VerifyResult"]
 
@@ -70,7 +70,7 @@ class Cache:
 
     def __init__(self, root: Union[str, Path, None] = None) -> None:
         if root is None:
-            from .dirs import cache_dir
+            from ..dirs import cache_dir
 
             root = cache_dir()
         self.root = Path(root)
@@ -151,8 +151,8 @@ class Cache:
             self._sweep_stale(key)
             staging = self._staging(key)
             try:
-                from .contentid import tree_id
-                from .sources import fetch_source
+                from ..contentid import tree_id
+                from ..fetch import fetch_source
 
                 folder = staging / "t"
                 fetch_source(source, folder, allow_file_urls=allow_file_urls, progress=progress)
@@ -172,8 +172,8 @@ class Cache:
         """Copy a local folder (packaged or plugin template) into the cache; return its entry."""
         import shutil
 
-        from .contentid import tree_id
-        from .sources import check_links_inside
+        from ..contentid import tree_id
+        from ..fetch.staging import check_links_inside
 
         folder = Path(folder)
         check_links_inside(folder)
@@ -217,7 +217,7 @@ class Cache:
 
     def verify(self, repair: bool = False) -> List[VerifyResult]:
         """Re-hash every entry; with ``repair``, remove the ones that do not match their name."""
-        from .contentid import tree_id
+        from ..contentid import tree_id
 
         results = []
         for cid in self._entry_ids():
@@ -362,7 +362,7 @@ def _make_read_only(folder: Path) -> None:
 
 
 def _rmtree(path: Path) -> None:
-    from .sources import _rmtree as rm
+    from ..fetch.staging import _rmtree as rm
 
     rm(path)
 

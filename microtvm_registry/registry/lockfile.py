@@ -25,22 +25,30 @@ Other sources use ``url`` + ``sha256`` (+ ``subdir``) + ``tree``, ``packaged = "
 or ``plugin = "<distribution>"``. An entry with only ``name`` and ``version`` (written by hand)
 is allowed: ``microtvm sync`` resolves it and records the rest, and ``sync --frozen`` refuses
 because the file would change. The file is written with tomli_w, atomically.
+
+This module is the file format only; ``lock`` and ``sync`` are :mod:`microtvm_registry.locking`.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional
 
-from .errors import LockfileError, VerificationError
+from ..errors import LockfileError, VerificationError
+
 
 LOCK_NAME = "microtvm.lock"
+
 SCHEMA = 1
+
+
 _ENTRY_KEYS = {
     "name", "version", "index", "content_id", "git", "ref", "commit", "subdir", "tree", "extra",
     "url", "sha256", "packaged", "plugin",
 }
+
+
 _HEADER = (
     "# microtvm.lock: templates pinned for this project by `microtvm lock`.\n"
     "# Commit it; `microtvm sync` fetches and verifies exactly these.\n"
@@ -69,7 +77,7 @@ class LockEntry:
         return self.source is not None and self.content_id is not None
 
     def to_table(self) -> Dict[str, Any]:
-        from .index import source_to_table
+        from .models import source_to_table
 
         table: Dict[str, Any] = {"name": self.name, "version": self.version}
         if self.index:
@@ -93,7 +101,8 @@ class Lockfile:
     @classmethod
     def load(cls, path: Path) -> "Lockfile":
         """Parse and validate; errors name the file and the key."""
-        from .index import _Checker, load_toml_bytes, parse_source, toml_decode_error, NAME_RE, HEX40
+        from .index_format import _Checker, parse_source, NAME_RE, HEX40
+        from ..files import load_toml_bytes, toml_decode_error
 
         path = Path(path)
         try:
@@ -153,7 +162,7 @@ class Lockfile:
         return _HEADER.encode("utf-8") + b"\n" + tomli_w.dumps(doc).encode("utf-8")
 
     def save(self) -> None:
-        from .index import atomic_write_bytes
+        from ..files import atomic_write_bytes
 
         atomic_write_bytes(self.path, self.to_bytes())
 
@@ -184,98 +193,14 @@ def load_project_lock(start: Optional[Path] = None) -> Optional[Lockfile]:
     return Lockfile.load(path) if path else None
 
 
-# ----------------------------------------------------------------------------------------------
-# lock and sync
-
-
-Progress = Optional[Callable[[str], None]]
-
-
-def lock_specs(
-    specs: Sequence[str], *, offline: bool = False, start: Optional[Path] = None, progress: Progress = None
-) -> Lockfile:
-    """Resolve each spec (ignoring its current pin), fetch it to learn its content id, pin it.
-
-    The lockfile is the one found from ``start`` (default cwd), or a new one in that folder. The
-    file is written once, after every spec succeeded, so a failure changes nothing.
-    """
-    from .resolve import parse_spec, resolve
-    from .templates import materialize_version
-
-    path = find_lockfile(start) or Path(start or os.getcwd()).absolute() / LOCK_NAME
-    lock = Lockfile.load(path) if path.exists() else Lockfile(path)
-    parsed = [parse_spec(s) for s in specs]
-    for spec in parsed:
-        resolved = resolve(spec, use_lock=False, offline=offline)
-        tv = resolved.version
-        if progress:
-            progress(f"locking {tv.name} {tv.version}")
-        _path, content_id = materialize_version(tv, offline=offline, need_content_id=True)
-        lock.entries[tv.name] = entry_for(tv, content_id)
-    lock.save()
-    return lock
-
-
 def entry_for(tv: Any, content_id: str) -> LockEntry:
     """The lock entry that pins template version ``tv`` at ``content_id``."""
-    from .index import FolderSource
+    from .models import FolderSource
 
     source = tv.source
     if isinstance(source, FolderSource):
         source = PluginPin(tv.origin.name)
     return LockEntry(tv.name, tv.version, source, content_id, tv.origin.name)
-
-
-@dataclasses.dataclass
-class SyncResult:
-    lock: Lockfile
-    changed: List[str]  # entries that were incomplete and got resolved
-    verified: List[str]
-
-
-def sync(
-    *, frozen: bool = False, offline: bool = False, start: Optional[Path] = None, progress: Progress = None
-) -> SyncResult:
-    """Fetch and verify everything pinned; complete hand-written entries (not with ``frozen``).
-
-    A content id that differs from the pin raises VerificationError and nothing is cached under
-    it. With ``frozen`` the lockfile must already be complete: anything that would change it is
-    a LockfileError (exit 1), so CI never silently re-pins.
-    """
-    from .resolve import Spec, _resolve_pin, resolve
-    from .templates import materialize_version
-
-    path = find_lockfile(start)
-    if path is None:
-        raise LockfileError(f"no {LOCK_NAME} in {Path(start or os.getcwd()).absolute()} or its parents; run `microtvm lock SPEC` first")
-    lock = Lockfile.load(path)
-    incomplete = [name for name, e in sorted(lock.entries.items()) if not e.complete]
-    if frozen and incomplete:
-        raise LockfileError(
-            f"{path}: {', '.join(incomplete)} would be resolved and pinned (no exact source/content id yet); "
-            "run `microtvm sync` without --frozen and commit the result"
-        )
-    changed, verified = [], []
-    for name in sorted(lock.entries):
-        entry = lock.entries[name]
-        if progress:
-            progress(f"syncing {name} {entry.version}")
-        if entry.complete:
-            pinned = _resolve_pin(Spec.exact(name, entry.version), entry, lock.path, None, offline)
-            _p, content_id = materialize_version(
-                pinned.version, offline=offline, expected=entry.content_id, need_content_id=True, progress=None
-            )
-            check_content_id(f"{name} {entry.version}", entry.content_id, content_id)
-            verified.append(name)
-            continue
-        spec = Spec.exact(name, entry.version)
-        resolved = resolve(spec, use_lock=False, offline=offline)
-        _p, content_id = materialize_version(resolved.version, offline=offline, need_content_id=True)
-        lock.entries[name] = entry_for(resolved.version, content_id)
-        changed.append(name)
-    if changed:
-        lock.save()
-    return SyncResult(lock, changed, verified)
 
 
 def check_content_id(label: str, expected: Optional[str], actual: Optional[str]) -> None:

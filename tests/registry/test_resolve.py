@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from microtvm_registry import index as idx
+from microtvm_registry.registry import packaged_indexes
 from microtvm_registry.errors import LockfileError, SpecError, TemplateNotFoundError
-from microtvm_registry.index import Catalog, Origin, parse_index
-from microtvm_registry.lockfile import LockEntry, Lockfile
-from microtvm_registry.resolve import parse_spec, resolve
+from microtvm_registry.registry.catalog import Catalog
+from microtvm_registry.registry.models import Origin
+from microtvm_registry.registry.index_format import parse_index
+from microtvm_registry.registry.lockfile import LockEntry, Lockfile
+from microtvm_registry.registry.resolve import parse_spec, resolve
 from registry_support import index_text, template_table
 
 COMMIT, TREE = "a" * 40, "b" * 40
@@ -22,7 +24,7 @@ def _catalog(*indexes) -> Catalog:
         parse_index(index_text(templates), f"{name}.toml", Origin("index", name, f"{name}.toml"))
         for name, templates in indexes
     ]
-    return Catalog(idx.packaged_indexes() + parsed)
+    return Catalog(packaged_indexes.packaged_indexes() + parsed)
 
 
 ACME = ("acme", [

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from microtvm_registry.errors import UnsafeSourceError
-from microtvm_registry.host import mlf
+from microtvm_registry.compile import mlf
 
 
 def _tar(path, members):

@@ -13,17 +13,9 @@ import pytest
 
 from microtvm_registry import contentid
 from microtvm_registry.errors import FetchError, UnsafeSourceError, VerificationError
-from microtvm_registry.sources import (
-    ArchiveSource,
-    ExtraFile,
-    GitSource,
-    fetch_archive,
-    fetch_git,
-    source_from_dict,
-    source_key,
-    source_to_dict,
-    url_transport,
-)
+from microtvm_registry.registry.sources import ArchiveSource, ExtraFile, GitSource, source_from_dict, source_key, source_to_dict, url_transport
+from microtvm_registry.fetch.archive import fetch_archive
+from microtvm_registry.fetch.git import fetch_git
 from support.servers import (
     Executable,
     GitDaemon,
@@ -466,7 +458,7 @@ def test_zip_members_escaping_are_refused(http, tmp_path, name, data, mode):
 
 
 def test_git_errors_show_the_reason_not_git_advice(tmp_path):
-    from microtvm_registry.sources import _git_reason
+    from microtvm_registry.fetch.git import _git_reason
 
     stderr = (
         "fatal: Could not read from remote repository.\n\n"

@@ -128,7 +128,7 @@ def test_lock_pins_a_plugin_template(tmp_path):
 def test_in_process_plugin_discovery(tmp_path, monkeypatch):
     site = make_plugin_site(tmp_path, module="acme_inproc", dist="acme-inproc")
     monkeypatch.syspath_prepend(str(site))
-    from microtvm_registry.plugins import plugin_indexes
+    from microtvm_registry.registry.plugins import plugin_indexes
 
     try:
         indexes = [i for i in plugin_indexes() if i.name == "acme-inproc"]

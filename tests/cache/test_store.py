@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from microtvm_registry import contentid
-from microtvm_registry.cache import Cache
+from microtvm_registry.cache.store import Cache
 from microtvm_registry.errors import OfflineError, UnsafeSourceError, VerificationError
-from microtvm_registry.sources import ArchiveSource, ExtraFile, GitSource, source_to_dict
+from microtvm_registry.registry.sources import ArchiveSource, ExtraFile, GitSource, source_to_dict
 from support.servers import Executable, GitDaemon, HttpServer, TcpProxy, make_repo, rev_parse
 
 
@@ -203,8 +203,8 @@ def test_warm_path_imports_neither_git_nor_requests(repo, daemon):
     Cache().materialize(source)
     script = (
         "import json, sys\n"
-        "from microtvm_registry.cache import Cache\n"
-        "from microtvm_registry.sources import source_from_dict\n"
+        "from microtvm_registry.cache.store import Cache\n"
+        "from microtvm_registry.registry.sources import source_from_dict\n"
         "m = Cache().materialize(source_from_dict(json.loads(sys.argv[1])), offline=True)\n"
         "print(m.content_id, sorted(k for k in ('git', 'requests', 'tqdm', 'urllib3') if k in sys.modules))\n"
     )
@@ -215,8 +215,8 @@ def test_warm_path_imports_neither_git_nor_requests(repo, daemon):
 
 FETCH_SCRIPT = """
 import json, sys
-from microtvm_registry.cache import Cache
-from microtvm_registry.sources import source_from_dict
+from microtvm_registry.cache.store import Cache
+from microtvm_registry.registry.sources import source_from_dict
 m = Cache().materialize(source_from_dict(json.loads(sys.argv[1])), progress=False)
 print(json.dumps([str(m.path), m.content_id, m.fetched]))
 """

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microtvm_registry.errors import SessionError
-from microtvm_registry.host import protocol
-from microtvm_registry.host.protocol import FrameDecoder, FrameError, encode_frame
+from microtvm_registry.device import protocol
+from microtvm_registry.device.protocol import FrameDecoder, FrameError, encode_frame
 
 
 def test_frame_layout_is_magic_type_length_payload_crc():

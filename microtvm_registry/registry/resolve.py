@@ -17,8 +17,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import LockfileError, SpecError, TemplateNotFoundError
-from .index import NAME_RE, Catalog, Origin, Requirements, Template, TemplateVersion
+from ..errors import LockfileError, SpecError, TemplateNotFoundError
+from .index_format import NAME_RE
+from .catalog import Catalog
+from .models import Origin, Requirements, Template, TemplateVersion
 
 _SPEC_RE = re.compile(r"^\s*(?P<name>[^@\s]+)\s*(?:@(?P<version>.*))?$")
 
@@ -177,10 +179,10 @@ def resolve(
 ) -> Resolved:
     """Resolve ``spec`` (a string or a :class:`Spec`) to one version, honouring the lockfile.
 
-    ``lock`` is a :class:`~microtvm_registry.lockfile.Lockfile`, None for none, or "find" to walk
+    ``lock`` is a :class:`~microtvm_registry.registry.lockfile.Lockfile`, None for none, or "find" to walk
     up from the current folder.
     """
-    from .index import load_catalog
+    from .catalog import load_catalog
 
     if not isinstance(spec, Spec):
         spec = parse_spec(spec)
@@ -207,7 +209,9 @@ def resolve(
 
 def _resolve_pin(spec: Spec, entry: Any, lock_path: Path, catalog: Optional[Catalog], offline: bool) -> Resolved:
     """The lockfile's pin as a TemplateVersion (its exact source, or the index's for bare pins)."""
-    from .index import load_catalog, packaged_indexes, same_source
+    from .catalog import load_catalog
+    from .packaged_indexes import packaged_indexes
+    from .models import same_source
     from .lockfile import PluginPin
 
     if not spec.matches(entry.version):

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, List, Optional
 
-from .errors import TrustError
+from ..errors import TrustError
 
 TRUST_FILE = "trusted.toml"
 
@@ -32,14 +32,15 @@ class TrustRecord:
 
 
 def trust_file() -> Path:
-    from . import dirs
+    from .. import dirs
 
     return dirs.config_dir() / TRUST_FILE
 
 
 def load_trusted() -> List[TrustRecord]:
     """Every record in the trust file (empty when there is none)."""
-    from .index import HEX40, _Checker, read_toml_config
+    from ..registry.index_format import HEX40, _Checker
+    from ..files import read_toml_config
 
     path = trust_file()
     doc = read_toml_config(path, TrustError, "the trusted templates")
@@ -72,7 +73,7 @@ def record_trust(name: str, version: str, content_id: str, source: str = "") -> 
     """Add ``content_id`` to the trust file; False if it was already there."""
     import tomli_w
 
-    from .index import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     records = load_trusted()
     if any(r.content_id == content_id for r in records):
@@ -96,7 +97,7 @@ def trust_state(tv: Any, content_id: Optional[str]) -> str:
 
 def check_trust(tv: Any, content_id: Optional[str], *, allow: bool = False) -> None:
     """Raise TrustError unless template version ``tv`` at ``content_id`` may run its server."""
-    from .index import describe_source
+    from ..registry.models import describe_source
 
     if allow or tv.origin.trusted:
         return

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from microtvm_registry import index as idx
+from microtvm_registry.registry import extra_indexes, index_format
+from microtvm_registry.registry.catalog import load_catalog
 from microtvm_registry.errors import IndexFormatError, MicrotvmError, UnsafeSourceError
-from microtvm_registry.index import Origin, PackagedSource, parse_index
+from microtvm_registry.registry.models import Origin, PackagedSource
+from microtvm_registry.registry.index_format import parse_index
 from registry_support import (
     git_version_table,
     index_text,
@@ -21,7 +23,7 @@ from registry_support import (
 )
 from support.servers import HttpServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tools" / "data" / "apache-tvm-microtvm-templates.json"
 CURATED = ROOT / "index" / "apache-tvm.toml"
 LOCAL = Origin("index", "t", "t.toml")
@@ -37,7 +39,7 @@ FOLDERS = {
 
 def test_curated_index_lists_every_release_of_the_data_file():
     data = json.loads(DATA.read_text())
-    index = idx.load_index_file(CURATED, Origin("packaged", "apache-tvm", str(CURATED), trusted=True), allow_packaged=True)
+    index = index_format.load_index_file(CURATED, Origin("packaged", "apache-tvm", str(CURATED), trusted=True), allow_packaged=True)
     by_name = {t.name: t for t in index.templates}
     assert sorted(by_name) == sorted(FOLDERS)
     tags = [r["tag"] for r in data["releases"]]
@@ -80,7 +82,7 @@ def test_curated_index_is_what_the_generator_writes():
 
 
 def test_packaged_catalog_has_curated_and_host():
-    catalog = idx.load_catalog(extras=False, plugins=False)
+    catalog = load_catalog(extras=False, plugins=False)
     assert {"apache-tvm/zephyr", "apache-tvm/arduino", "apache-tvm/crt", "host"} <= set(catalog.names())
     host = catalog.get("host").latest
     assert isinstance(host.source, PackagedSource) and host.platform == "host" and host.origin.trusted
@@ -150,7 +152,7 @@ def test_malformed_index_names_file_and_key(tmp_path, doc, key, problem):
     path = tmp_path / "bad.toml"
     path.write_text(tomli_w.dumps(doc))
     with pytest.raises(IndexFormatError) as info:
-        idx.load_index_file(path, LOCAL)
+        index_format.load_index_file(path, LOCAL)
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: "), message
     assert problem in message
@@ -161,7 +163,7 @@ def test_invalid_toml_names_the_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("schema = 1\n[[template]\nname = 'x'\n")
     with pytest.raises(IndexFormatError, match=r"broken\.toml: not valid TOML"):
-        idx.load_index_file(path, LOCAL)
+        index_format.load_index_file(path, LOCAL)
 
 
 def test_unknown_keys_are_allowed_and_known_ones_still_checked(tmp_path):
@@ -211,53 +213,53 @@ def repo(tmp_path):
 def test_local_extra_index_add_list_remove(tmp_path, repo):
     path, versions = repo
     index_file = write_index(tmp_path / "acme.toml", [template_table("acme/blinky", [git_version_table(str(path), versions["1.0.0"])])])
-    added = idx.add_extra_index("acme", str(index_file))
+    added = extra_indexes.add_extra_index("acme", str(index_file))
     assert [t.name for t in added.templates] == ["acme/blinky"]
-    assert [e.name for e in idx.list_extra_indexes()] == ["acme"]
-    catalog = idx.load_catalog(plugins=False)
+    assert [e.name for e in extra_indexes.list_extra_indexes()] == ["acme"]
+    catalog = load_catalog(plugins=False)
     assert "acme/blinky" in catalog.names() and "host" in catalog.names()
     assert not catalog.get("acme/blinky").latest.origin.trusted
     with pytest.raises(MicrotvmError, match="already exists"):
-        idx.add_extra_index("acme", str(index_file))
+        extra_indexes.add_extra_index("acme", str(index_file))
     with pytest.raises(MicrotvmError, match="taken by a packaged index"):
-        idx.add_extra_index("apache-tvm", str(index_file))
-    idx.remove_extra_index("acme")
-    assert idx.list_extra_indexes() == []
-    assert "acme/blinky" not in idx.load_catalog(plugins=False).names()
+        extra_indexes.add_extra_index("apache-tvm", str(index_file))
+    extra_indexes.remove_extra_index("acme")
+    assert extra_indexes.list_extra_indexes() == []
+    assert "acme/blinky" not in load_catalog(plugins=False).names()
     with pytest.raises(MicrotvmError, match="no extra index named 'acme'"):
-        idx.remove_extra_index("acme")
+        extra_indexes.remove_extra_index("acme")
 
 
 def test_adding_a_broken_index_fails_and_records_nothing(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("schema = 1\n[[template]]\nname = 3\n")
     with pytest.raises(IndexFormatError, match=r"bad\.toml: template\[0\]\.name"):
-        idx.add_extra_index("bad", str(bad))
-    assert idx.list_extra_indexes() == []
+        extra_indexes.add_extra_index("bad", str(bad))
+    assert extra_indexes.list_extra_indexes() == []
 
 
 def test_http_index_etag_revalidation_and_offline_copy(tmp_path, repo):
     path, versions = repo
     with HttpServer(tmp_path / "www") as server:
         server.put("index.toml", index_text([template_table("acme/blinky", [git_version_table("https://example.invalid/r.git", versions["1.0.0"])])]))
-        idx.add_extra_index("acme", server.url("index.toml"))
+        extra_indexes.add_extra_index("acme", server.url("index.toml"))
         assert server.request_count("/index.toml") == 1
         # Normal reads use the last good copy: no request.
-        assert "acme/blinky" in idx.load_catalog(plugins=False).names()
+        assert "acme/blinky" in load_catalog(plugins=False).names()
         assert server.request_count("/index.toml") == 1
         # update revalidates with If-None-Match and gets 304.
-        report = idx.update_extra_indexes()
+        report = extra_indexes.update_extra_indexes()
         assert report[0][1] is True
         last = server.requests[-1]
         assert last.headers.get("If-None-Match", "").startswith('"')
         # A changed index is picked up by update.
         server.put("index.toml", index_text([template_table("acme/blinky", [git_version_table("https://example.invalid/r.git", versions["1.1.0"])])]))
-        idx.update_extra_indexes()
-        assert idx.load_catalog(plugins=False).get("acme/blinky").latest.version == "1.1.0"
+        extra_indexes.update_extra_indexes()
+        assert load_catalog(plugins=False).get("acme/blinky").latest.version == "1.1.0"
         count = server.request_count()
     # Server gone: offline and online reads still use the last good copy.
-    assert idx.load_catalog(offline=True, plugins=False).get("acme/blinky").latest.version == "1.1.0"
-    assert idx.load_catalog(plugins=False).get("acme/blinky").latest.version == "1.1.0"
+    assert load_catalog(offline=True, plugins=False).get("acme/blinky").latest.version == "1.1.0"
+    assert load_catalog(plugins=False).get("acme/blinky").latest.version == "1.1.0"
     assert count == 3
 
 
@@ -266,7 +268,7 @@ def test_http_index_retries_transient_errors(tmp_path, repo):
     with HttpServer(tmp_path / "www") as server:
         server.put("index.toml", index_text([template_table("acme/blinky", [git_version_table("https://example.invalid/r.git", versions["1.0.0"])])]))
         server.add_fault("/index.toml", status=503, times=2)
-        idx.add_extra_index("acme", server.url("index.toml"))
+        extra_indexes.add_extra_index("acme", server.url("index.toml"))
         assert server.request_count("/index.toml") == 3
 
 
@@ -274,7 +276,7 @@ def test_broken_or_unreachable_extra_index_warns_and_packaged_still_lists(tmp_pa
     _path, versions = repo
     with HttpServer(tmp_path / "www") as server:
         server.put("index.toml", index_text([template_table("acme/blinky", [git_version_table("https://example.invalid/r.git", versions["1.0.0"])])]))
-        idx.add_extra_index("acme", server.url("index.toml"))
+        extra_indexes.add_extra_index("acme", server.url("index.toml"))
         # A bad new copy (invalid TOML) does not replace the good one.
         server.put("index.toml", "schema = 1\n[[template]\n")
         proc = run_cli("index", "update")
@@ -288,8 +290,8 @@ def test_broken_or_unreachable_extra_index_warns_and_packaged_still_lists(tmp_pa
         assert proc.returncode == 0
         assert "acme/blinky" in proc.stdout and "host" in proc.stdout
     # An extra index that was never fetched and whose server is down: warning, packaged listed.
-    idx.remove_extra_index("acme")
-    config = idx._config_path()
+    extra_indexes.remove_extra_index("acme")
+    config = extra_indexes._config_path()
     config.write_text(f'[[index]]\nname = "gone"\nlocation = "{server.url("index.toml")}"\n')
     proc = run_cli("list")
     assert proc.returncode == 0, proc.stderr
@@ -304,7 +306,7 @@ def test_broken_or_unreachable_extra_index_warns_and_packaged_still_lists(tmp_pa
 def test_broken_local_extra_index_warns(tmp_path, repo):
     path, versions = repo
     index_file = write_index(tmp_path / "acme.toml", [template_table("acme/blinky", [git_version_table(str(path), versions["1.0.0"])])])
-    idx.add_extra_index("acme", str(index_file))
+    extra_indexes.add_extra_index("acme", str(index_file))
     index_file.write_text("schema = 1\n[[template]]\nname = 'acme/blinky'\nplatform = 1\n")
     proc = run_cli("list")
     assert proc.returncode == 0
@@ -320,7 +322,7 @@ def test_remote_index_may_not_name_local_sources(tmp_path, repo):
             template_table("evil/local", [git_version_table(f"file://{path}", versions["1.0.0"])]),
             template_table("evil/plain", [git_version_table(str(path), versions["1.0.0"])]),
         ]))
-        idx.add_extra_index("evil", server.url("index.toml"))
+        extra_indexes.add_extra_index("evil", server.url("index.toml"))
     from microtvm_registry.templates import get_template
 
     for name in ("evil/local", "evil/plain"):
@@ -328,6 +330,6 @@ def test_remote_index_may_not_name_local_sources(tmp_path, repo):
             get_template(name)
         proc = run_cli("fetch", name)
         assert proc.returncode == 1 and "remote index" in proc.stderr
-    from microtvm_registry.cache import Cache
+    from microtvm_registry.cache.store import Cache
 
     assert Cache().list_entries() == []

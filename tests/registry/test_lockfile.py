@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from microtvm_registry import index as idx
-from microtvm_registry.cache import Cache
+from microtvm_registry.registry import extra_indexes
+from microtvm_registry.cache.store import Cache
 from microtvm_registry.contentid import tree_id
 from microtvm_registry.errors import LockfileError, VerificationError
-from microtvm_registry.lockfile import Lockfile, find_lockfile, lock_specs, sync
+from microtvm_registry.registry.lockfile import Lockfile, find_lockfile
+from microtvm_registry.locking import lock_specs, sync
 from registry_support import (
     add_insteadof,
     git_version_table,
@@ -34,7 +35,7 @@ def acme(tmp_path, monkeypatch):
         template_table("acme/blinky", [git_version_table(MIRRORED, v) for v in versions.values()]),
         template_table("acme/extra", [git_version_table(MIRRORED, versions["1.1.0"], extra=True)]),
     ])
-    idx.add_extra_index("acme", str(index_file))
+    extra_indexes.add_extra_index("acme", str(index_file))
     project = tmp_path / "project"
     project.mkdir()
     monkeypatch.chdir(project)
@@ -97,7 +98,7 @@ def test_sync_over_git_daemon(tmp_path, acme):
     with GitDaemon(acme["repo"].parent) as daemon:
         url = daemon.url("templates")
         index_file = write_index(tmp_path / "d.toml", [template_table("daemon/blinky", [git_version_table(url, acme["versions"]["1.1.0"], extra=True)])])
-        idx.add_extra_index("d", str(index_file))
+        extra_indexes.add_extra_index("d", str(index_file))
         lock = lock_specs(["daemon/blinky"])
         entry = lock.entries["daemon/blinky"]
         Cache().clean()

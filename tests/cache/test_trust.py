@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from microtvm_registry import index as idx
+from microtvm_registry.registry import extra_indexes
 from microtvm_registry.errors import TrustError
 from microtvm_registry.templates import get_template, get_template_for_run
-from microtvm_registry.trust import load_trusted, trust_file
+from microtvm_registry.cache.trust import load_trusted, trust_file
 from registry_support import git_version_table, make_template_repo, run_cli, template_table, write_index
 from support.servers import make_repo, rev_parse
 
@@ -16,7 +16,7 @@ def vendor(tmp_path):
     repo = tmp_path / "vendor"
     versions = make_template_repo(repo, ["1.0.0"])
     index_file = write_index(tmp_path / "v.toml", [template_table("vendor/board", [git_version_table(str(repo), versions["1.0.0"])])])
-    idx.add_extra_index("vendor", str(index_file))
+    extra_indexes.add_extra_index("vendor", str(index_file))
     return {"repo": repo, "versions": versions, "index": index_file}
 
 

@@ -1,0 +1,590 @@
+"""Model Library Format (MLF) export and loading for kernels today's apache-tvm compiles to C.
+
+TVM removed microTVM and with it ``tvm.micro.export_model_library_format``; what is left is
+``tvm.tirx.build(mod, target="c")``, whose C source needs a few TVM/DLPack headers and three
+runtime symbols. This module writes that source into an uncompressed MLF tar in the version 7
+layout templates consume (``codegen/host/src/*.c``, ``codegen/host/include``, ``metadata.json``),
+and adds what a host project needs to *call* each function: argument names, shapes, dtypes,
+which arguments are outputs, and the workspace the generated C asks for.
+
+The headers are copied from the user's installed apache-tvm and apache-tvm-ffi at export time,
+so the repository never carries TVM sources. ``tvm`` is imported only inside the exporter.
+"""
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from importlib.util import find_spec
+from pathlib import Path, PurePosixPath
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ..errors import ProjectError, UnsafeSourceError
+
+MLF_VERSION = 7
+SYMBOL_PREFIX = "__tvm_ffi_"
+# Headers the host runtime itself includes, whatever the generated C includes.
+RUNTIME_HEADERS = ("dlpack/dlpack.h", "tvm/ffi/c_api.h", "tvm/runtime/c_backend_api.h")
+WORKSPACE_ALIGN = 64
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class ModelLibraryError(ProjectError):
+    """A Model Library Format archive is missing, malformed, or cannot be made from a module."""
+
+
+class UnsafeArchiveError(UnsafeSourceError):
+    """An MLF member would land outside the extraction folder, or is a link or a device."""
+
+
+@dataclass(frozen=True)
+class ArgInfo:
+    """One tensor argument of a generated function."""
+
+    name: str
+    shape: Tuple[int, ...]
+    dtype: str
+    role: str = "input"  # "input" or "output" (an output may also be read: TVM's in/out)
+
+    @property
+    def nbytes(self) -> int:
+        from .dtypes import parse_dtype
+
+        _code, bits, lanes = parse_dtype(self.dtype)
+        count = 1
+        for dim in self.shape:
+            count *= int(dim)
+        return count * ((bits * lanes + 7) // 8)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "role": self.role}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ArgInfo":
+        return cls(str(data["name"]), tuple(int(d) for d in data["shape"]), str(data["dtype"]), str(data.get("role", "input")))
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    """A function the device program can call: its C symbol and its tensor arguments."""
+
+    name: str
+    args: Tuple[ArgInfo, ...]
+    workspace_size_bytes: Optional[int] = None  # an upper bound from the C source; None if unknown
+    symbol: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.symbol:
+            object.__setattr__(self, "symbol", SYMBOL_PREFIX + self.name)
+
+    @property
+    def inputs(self) -> Tuple[ArgInfo, ...]:
+        return tuple(a for a in self.args if a.role != "output")
+
+    @property
+    def outputs(self) -> Tuple[ArgInfo, ...]:
+        return tuple(a for a in self.args if a.role == "output")
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "symbol": self.symbol,
+            "args": [a.to_json() for a in self.args],
+            "workspace_size_bytes": self.workspace_size_bytes,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "FunctionInfo":
+        ws = data.get("workspace_size_bytes")
+        return cls(
+            name=str(data["name"]),
+            args=tuple(ArgInfo.from_json(a) for a in data.get("args", [])),
+            workspace_size_bytes=None if ws is None else int(ws),
+            symbol=str(data.get("symbol") or SYMBOL_PREFIX + str(data["name"])),
+        )
+
+
+@dataclass
+class ModelLibrary:
+    """What a loaded MLF says: its model name, functions and the raw metadata."""
+
+    path: Path
+    model_name: str
+    functions: List[FunctionInfo]
+    metadata: Dict[str, Any] = field(default_factory=dict)
+
+    def function(self, name: str) -> FunctionInfo:
+        for fn in self.functions:
+            if fn.name == name:
+                return fn
+        known = ", ".join(f.name for f in self.functions) or "none"
+        raise ModelLibraryError(f"model {self.model_name!r} has no function {name!r}; it has: {known}")
+
+
+# ------------------------------------------------------------------------------------ headers
+
+
+def tvm_include_roots() -> List[Path]:
+    """Include folders of the installed apache-tvm and apache-tvm-ffi, found without importing them."""
+    roots: List[Path] = []
+    for package, subdirs in (
+        ("tvm", ("include",)),
+        ("tvm_ffi", ("include", "3rdparty/dlpack/include")),
+    ):
+        spec = find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for location in spec.submodule_search_locations:
+            for sub in subdirs:
+                candidate = Path(location) / sub
+                if candidate.is_dir() and candidate not in roots:
+                    roots.append(candidate)
+    return roots
+
+
+_INCLUDE_RE = re.compile(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', re.MULTILINE)
+
+
+def collect_headers(texts: Iterable[str], roots: Sequence[Path], extra: Iterable[str] = RUNTIME_HEADERS) -> Dict[str, Path]:
+    """The include closure of ``texts`` resolvable under ``roots``: relative name -> file.
+
+    System headers (``stdint.h``) are not under the roots and are simply left to the compiler.
+    """
+    found: Dict[str, Path] = {}
+    pending = list(extra)
+    for text in texts:
+        pending.extend(_INCLUDE_RE.findall(text))
+    while pending:
+        name = pending.pop()
+        if name in found:
+            continue
+        for root in roots:
+            candidate = root / name
+            if candidate.is_file():
+                found[name] = candidate
+                pending.extend(_INCLUDE_RE.findall(candidate.read_text(encoding="utf-8", errors="replace")))
+                break
+    missing = [h for h in extra if h not in found]
+    if missing:
+        raise ModelLibraryError(
+            f"header {missing[0]} not found in the installed apache-tvm/apache-tvm-ffi "
+            f"(searched {', '.join(str(r) for r in roots) or 'nothing'}); pip install 'microtvm-registry[tvm]'"
+        )
+    return found
+
+
+# ------------------------------------------------------------------------- C source analysis
+
+_DEF_RE = re.compile(
+    r"int32_t\s+" + SYMBOL_PREFIX + r"(\w+)\s*\(\s*void\*\s*\w+\s*,\s*void\*\s*\w+\s*,\s*int32_t\s+\w+\s*,\s*void\*\s*\w+\s*\)\s*\{"
+)
+_ALLOC_RE = re.compile(r"TVMBackendAllocWorkspace\(([^;]*?)\)\)*;")
+_ALLOC_CONST_RE = re.compile(r"^\s*\d+\s*,\s*[^,]+,\s*\(uint64_t\)\s*(\d+)ULL\s*,")
+_SIGNATURE_RE = re.compile(r'"(\w+)\(((?:\w+: Tensor\(\[[0-9, ]*\], \w+\)(?:, )?)*)\)"')
+_SIG_ARG_RE = re.compile(r"(\w+): Tensor\(\[([0-9, ]*)\], (\w+)\)")
+
+
+def defined_functions(c_source: str) -> List[str]:
+    """Names of the packed functions a C source defines (``__tvm_ffi_<name>`` with a body)."""
+    names: List[str] = []
+    for match in _DEF_RE.finditer(c_source):
+        if match.group(1) not in names:
+            names.append(match.group(1))
+    return names
+
+
+def _function_bodies(c_source: str) -> Dict[str, str]:
+    matches = list(_DEF_RE.finditer(c_source))
+    bodies: Dict[str, str] = {}
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(c_source)
+        bodies.setdefault(match.group(1), c_source[match.end() : end])
+    return bodies
+
+
+def workspace_needs(c_source: str) -> Dict[str, Optional[int]]:
+    """Per function, the bytes its TVMBackendAllocWorkspace calls may hold at once (upper bound).
+
+    Sums constant-size requests, each rounded to the runtime's alignment; None when a request's
+    size is computed at run time. Only a hint for users: the device enforces the real limit.
+    """
+    needs: Dict[str, Optional[int]] = {}
+    for name, body in _function_bodies(c_source).items():
+        total: Optional[int] = 0
+        for call in _ALLOC_RE.finditer(body):
+            const = _ALLOC_CONST_RE.match(call.group(1))
+            if const is None:
+                total = None
+                break
+            size = int(const.group(1))
+            total += (size + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
+        needs[name] = total
+    return needs
+
+
+def signatures_from_source(c_source: str) -> Dict[str, List[ArgInfo]]:
+    """Argument lists recovered from the signature text TVM puts in its argument checks.
+
+    Used when only a built module (not its IRModule) is available; roles are unknown there.
+    """
+    sigs: Dict[str, List[ArgInfo]] = {}
+    for match in _SIGNATURE_RE.finditer(c_source):
+        name = match.group(1)
+        if name in sigs:
+            continue
+        args = []
+        for arg in _SIG_ARG_RE.finditer(match.group(2)):
+            shape = tuple(int(d) for d in arg.group(2).replace(" ", "").split(",") if d)
+            args.append(ArgInfo(arg.group(1), shape, arg.group(3)))
+        sigs[name] = args
+    return sigs
+
+
+# --------------------------------------------------------------------------------- writing
+
+
+def _tar_info(name: str, mode: int, mtime: int) -> tarfile.TarInfo:
+    """A member owned by root:root, so the archive does not depend on who exported it."""
+    info = tarfile.TarInfo("./" + name if name else ".")
+    info.mode = mode
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _tar_add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    info = _tar_info(name, 0o644, mtime)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _tar_add_dir(tar: tarfile.TarFile, name: str, mtime: int) -> None:
+    info = _tar_info(name, 0o755, mtime)
+    info.type = tarfile.DIRTYPE
+    tar.addfile(info)
+
+
+def write_model_library_format(
+    path: PathLike,
+    *,
+    c_sources: Mapping[str, str],
+    functions: Sequence[FunctionInfo],
+    model_name: str = "default",
+    target: str = "c",
+    headers: Optional[Mapping[str, Path]] = None,
+    ir_text: Optional[str] = None,
+    extra_metadata: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Writes an uncompressed MLF tar at ``path`` (atomically) and returns its path.
+
+    ``c_sources`` maps file names (``default_lib0.c``) to C text; ``headers`` maps include names
+    to files (default: the include closure of the sources in the installed TVM packages).
+    """
+    path = Path(path)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model_name):
+        raise ModelLibraryError(f"model name {model_name!r} is not a C identifier; use letters, digits and _")
+    if headers is None:
+        headers = collect_headers(c_sources.values(), tvm_include_roots())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    mtime = int(now.timestamp())
+    module_meta: Dict[str, Any] = {
+        "model_name": model_name,
+        "export_datetime": now.strftime("%Y-%m-%d %H:%M:%SZ"),
+        "memory": {
+            "functions": {
+                "operator_functions": [
+                    {
+                        "function_name": fn.name,
+                        "workspace": [{"device": 1, "workspace_size_bytes": fn.workspace_size_bytes or 0}],
+                    }
+                    for fn in functions
+                ]
+            }
+        },
+        "target": [target],
+        "executors": [],
+        "style": "operator",
+        "functions": [fn.to_json() for fn in functions],
+        "generator": _generator_info(),
+    }
+    if extra_metadata:
+        module_meta.update(extra_metadata)
+    metadata = {"version": MLF_VERSION, "modules": {model_name: module_meta}}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:", format=tarfile.GNU_FORMAT) as tar:
+            _tar_add_dir(tar, "", mtime)
+            _tar_add_bytes(tar, "metadata.json", json.dumps(metadata, indent=2, sort_keys=True).encode(), mtime)
+            dirs_done = set()
+
+            def ensure_dirs(rel: str) -> None:
+                parts = PurePosixPath(rel).parts[:-1]
+                for i in range(1, len(parts) + 1):
+                    sub = "/".join(parts[:i])
+                    if sub not in dirs_done:
+                        dirs_done.add(sub)
+                        _tar_add_dir(tar, sub, mtime)
+
+            for fname, text in sorted(c_sources.items()):
+                rel = f"codegen/host/src/{fname}"
+                ensure_dirs(rel)
+                _tar_add_bytes(tar, rel, text.encode("utf-8"), mtime)
+            for name, source in sorted(headers.items()):
+                rel = f"codegen/host/include/{name}"
+                ensure_dirs(rel)
+                _tar_add_bytes(tar, rel, Path(source).read_bytes(), mtime)
+            if ir_text is not None:
+                ensure_dirs("src/tir-1.txt")
+                _tar_add_bytes(tar, "src/tir-1.txt", ir_text.encode("utf-8"), mtime)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def _generator_info() -> Dict[str, Any]:
+    from .. import __version__
+
+    info: Dict[str, Any] = {"name": "microtvm-registry", "version": __version__}
+    try:
+        from importlib.metadata import version
+
+        for dist in ("apache-tvm", "apache-tvm-ffi"):
+            try:
+                info[dist] = version(dist)
+            except Exception:  # noqa: BLE001 - versions are informational only
+                pass
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def _written_buffers(script: str) -> set:
+    names = set(re.findall(r"T\.writes\(([^\n]*)\)", script))
+    written = set()
+    for group in names:
+        written.update(re.findall(r"(\w+)\[", group))
+    written.update(re.findall(r"^\s*(\w+)\[[^\n]*?\]\s*(?:=|\+=|-=|\*=)(?!=)", script, re.MULTILINE))
+    return written
+
+
+def _prim_func_args(name: str, func: Any, outputs: Optional[Sequence[str]]) -> Tuple[ArgInfo, ...]:
+    params = list(func.params)
+    written = _written_buffers(func.script()) if outputs is None else set(outputs)
+    args: List[ArgInfo] = []
+    for param in params:
+        shape = getattr(param, "shape", None)
+        if shape is None:
+            raise ModelLibraryError(
+                f"function {name!r} argument {param} is not a tensor; the host template passes tensors only"
+            )
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise ModelLibraryError(
+                f"function {name!r} argument {param.name} has a symbolic shape {list(shape)}; "
+                "the host template needs static shapes (specialize the function first)"
+            ) from None
+        args.append(ArgInfo(str(param.name), dims, str(param.dtype), "output" if str(param.name) in written else "input"))
+    if outputs is not None:
+        unknown = set(outputs) - {a.name for a in args}
+        if unknown:
+            raise ModelLibraryError(f"function {name!r} has no argument named {sorted(unknown)[0]!r} (given in outputs)")
+    elif args and not any(a.role == "output" for a in args):
+        args[-1] = ArgInfo(args[-1].name, args[-1].shape, args[-1].dtype, "output")
+    return tuple(args)
+
+
+def export_model_library_format(
+    module: Any,
+    path: PathLike,
+    *,
+    model_name: str = "default",
+    outputs: Optional[Mapping[str, Sequence[str]]] = None,
+) -> Path:
+    """Compiles ``module`` for target "c" and writes it as an MLF tar at ``path``.
+
+    ``module`` is a ``tvm.IRModule`` of PrimFuncs (each is exported under its name in the
+    module), a single PrimFunc, or a module already built with target "c" (then arguments are
+    read back from the C source). ``outputs`` maps a function name to its output argument
+    names; by default outputs are the buffers the function writes (or its last argument).
+    """
+    try:
+        import tvm
+    except ImportError:
+        raise ModelLibraryError("apache-tvm is not installed; pip install 'microtvm-registry[tvm]'") from None
+
+    outputs = dict(outputs or {})
+    if isinstance(module, tvm.runtime.Module):
+        source = module.inspect_source()
+        sigs = signatures_from_source(source)
+        names = [n for n in defined_functions(source) if n in sigs]
+        functions = []
+        for name in names:
+            args = list(sigs[name])
+            outs = set(outputs.get(name, [args[-1].name] if args else []))
+            args = [ArgInfo(a.name, a.shape, a.dtype, "output" if a.name in outs else "input") for a in args]
+            functions.append(FunctionInfo(name, tuple(args)))
+        ir_text = None
+    else:
+        if isinstance(module, tvm.tirx.PrimFunc):
+            attrs = module.attrs or {}
+            symbol = str(attrs["global_symbol"]) if "global_symbol" in attrs else "func"
+            module = tvm.IRModule({symbol: module})
+        if not isinstance(module, tvm.IRModule):
+            raise ModelLibraryError(
+                f"cannot export a {type(module).__name__}; pass a tvm.IRModule of PrimFuncs, a PrimFunc, "
+                "or a module built with target 'c'"
+            )
+        renamed = {}
+        functions = []
+        for gvar, func in module.functions.items():
+            if not isinstance(func, tvm.tirx.PrimFunc):
+                raise ModelLibraryError(
+                    f"function {gvar.name_hint!r} is a {type(func).__name__}; the host template runs TIR PrimFuncs only"
+                )
+            name = gvar.name_hint
+            if name == "main":
+                raise ModelLibraryError("a function named 'main' clashes with TVM's C entry point; rename it")
+            renamed[name] = func.with_attr("global_symbol", name)
+            functions.append(FunctionInfo(name, _prim_func_args(name, func, outputs.get(name))))
+        module = tvm.IRModule(renamed)
+        ir_text = module.script()
+        built = tvm.tirx.build(module, target="c")
+        source = built.inspect_source()
+    defined = set(defined_functions(source))
+    for fn in functions:
+        if fn.name not in defined:
+            raise ModelLibraryError(f"the generated C does not define {fn.symbol}; is the module built with target 'c'?")
+    needs = workspace_needs(source)
+    functions = [FunctionInfo(f.name, f.args, needs.get(f.name)) for f in functions]
+    if not functions:
+        raise ModelLibraryError("the module has no functions to export")
+    return write_model_library_format(
+        path,
+        c_sources={f"{model_name}_lib0.c": source},
+        functions=functions,
+        model_name=model_name,
+        target=str(tvm.target.Target("c")),
+        ir_text=ir_text,
+    )
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def _parse_metadata(metadata: Mapping[str, Any], sources: Mapping[str, str], where: str) -> Tuple[str, List[FunctionInfo]]:
+    if "modules" in metadata:
+        modules = metadata["modules"]
+        if not isinstance(modules, dict) or not modules:
+            raise ModelLibraryError(f"{where}: metadata.json has no modules")
+        model_name, module = next(iter(modules.items()))
+    else:  # version 5 and operator exports kept a flat layout
+        model_name, module = str(metadata.get("model_name", "default")), metadata
+    if "functions" in module:
+        return str(model_name), [FunctionInfo.from_json(f) for f in module["functions"]]
+    # Not ours: recover the argument lists from the C sources.
+    functions: List[FunctionInfo] = []
+    for text in sources.values():
+        sigs = signatures_from_source(text)
+        needs = workspace_needs(text)
+        for name in defined_functions(text):
+            if name not in sigs:
+                continue
+            args = list(sigs[name])
+            if args:
+                last = args[-1]
+                args[-1] = ArgInfo(last.name, last.shape, last.dtype, "output")
+            functions.append(FunctionInfo(name, tuple(args), needs.get(name)))
+    return str(model_name), functions
+
+
+def load_model_library_format(path: PathLike) -> ModelLibrary:
+    """Reads an MLF tar (or its extracted folder) back into a :class:`ModelLibrary`."""
+    path = Path(path)
+    sources: Dict[str, str] = {}
+    if path.is_dir():
+        meta_file = path / "metadata.json"
+        if not meta_file.is_file():
+            raise ModelLibraryError(f"{path} has no metadata.json; is it an extracted Model Library Format?")
+        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+        for src in sorted((path / "codegen" / "host" / "src").glob("*.c")):
+            sources[src.name] = src.read_text(encoding="utf-8", errors="replace")
+    elif path.is_file():
+        try:
+            with tarfile.open(path, "r:") as tar:
+                metadata = None
+                for member in tar.getmembers():
+                    name = PurePosixPath(member.name)
+                    rel = PurePosixPath(*[p for p in name.parts if p != "."])
+                    if not member.isfile():
+                        continue
+                    if str(rel) == "metadata.json":
+                        metadata = json.loads(tar.extractfile(member).read().decode("utf-8"))
+                    elif rel.parent == PurePosixPath("codegen/host/src") and rel.suffix == ".c":
+                        sources[rel.name] = tar.extractfile(member).read().decode("utf-8", "replace")
+        except tarfile.ReadError as err:
+            raise ModelLibraryError(f"{path} is not an uncompressed tar ({err}); MLF must be a plain tar") from None
+        if metadata is None:
+            raise ModelLibraryError(f"{path} has no metadata.json; is it a Model Library Format tar?")
+    else:
+        raise ModelLibraryError(f"model library {path} does not exist")
+    model_name, functions = _parse_metadata(metadata, sources, str(path))
+    return ModelLibrary(path=path, model_name=model_name, functions=functions, metadata=dict(metadata))
+
+
+def safe_extract(tar_path: PathLike, dest: PathLike) -> None:
+    """Extracts an uncompressed tar into ``dest``, refusing anything that could escape it.
+
+    Every member is checked before anything is written: absolute names, ``..`` parts, links,
+    devices and FIFOs are refused with :class:`UnsafeArchiveError`. Only regular files and
+    folders are created, with plain permissions.
+    """
+    tar_path, dest = Path(tar_path), Path(dest)
+    try:
+        tar = tarfile.open(tar_path, "r:")
+    except tarfile.ReadError as err:
+        raise ModelLibraryError(f"{tar_path} is not an uncompressed tar ({err}); MLF must be a plain tar") from None
+    with tar:
+        members = tar.getmembers()
+        plan: List[Tuple[tarfile.TarInfo, PurePosixPath]] = []
+        for member in members:
+            name = member.name
+            pure = PurePosixPath(name)
+            if name.startswith(("/", "\\")) or pure.is_absolute() or re.match(r"^[A-Za-z]:", name):
+                raise UnsafeArchiveError(f"{tar_path}: member {name!r} has an absolute path; refusing to extract it")
+            if ".." in pure.parts or "\\" in name:
+                raise UnsafeArchiveError(f"{tar_path}: member {name!r} escapes the extraction folder; refusing to extract it")
+            if member.issym() or member.islnk():
+                raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a link; refusing to extract it")
+            if not (member.isfile() or member.isdir()):
+                raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a device or special file; refusing to extract it")
+            rel = PurePosixPath(*[p for p in pure.parts if p not in (".", "")]) if pure.parts else PurePosixPath()
+            plan.append((member, rel))
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        for member, rel in plan:
+            target = (dest / rel) if str(rel) not in ("", ".") else dest
+            resolved = target.resolve()
+            if resolved != root and root not in resolved.parents:
+                raise UnsafeArchiveError(f"{tar_path}: member {member.name!r} resolves outside {dest}; refusing to extract it")
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source = tar.extractfile(member)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
+            os.chmod(target, 0o755 if member.mode & 0o100 else 0o644)

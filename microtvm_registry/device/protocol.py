@@ -1,0 +1,214 @@
+"""The framed binary protocol between a host session and a host project's device program.
+
+Why a protocol of our own: TVM's microTVM RPC (and its C runtime) left TVM with microTVM, and
+today's apache-tvm exports kernels as plain C functions. The device program (templates/host/
+src/main.c) only has to hold tensors in numbered slots, call a function with slots as
+arguments, and time calls on its own clock; a handful of message types covers that.
+
+Frame layout (all integers little-endian)::
+
+    b"MT" | type u8 | flags u8 | length u32 | payload (length bytes) | crc32 u32
+
+The CRC is zlib's crc32 over type, flags, length and payload, so a flipped bit anywhere after
+the magic is caught. Stdlib only: numpy is needed by the session, not here.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+from ..compile.dtypes import DL_BFLOAT, DL_BOOL, DL_FLOAT, DL_INT, DL_UINT, parse_dtype  # noqa: F401 - the protocol's names
+from ..errors import SessionError
+
+MAGIC = b"MT"
+HEADER = struct.Struct("<2sBBI")
+HEADER_SIZE = HEADER.size  # 8
+TRAILER_SIZE = 4
+MAX_PAYLOAD = 1 << 30
+PROTOCOL_VERSION = 1
+
+# Requests (host -> device).
+MSG_HELLO = 0x01
+MSG_UPLOAD = 0x02
+MSG_CALL = 0x03
+MSG_READ = 0x04
+MSG_TIME = 0x05
+MSG_FREE = 0x06
+MSG_ECHO = 0x07
+MSG_STATS = 0x08
+# Replies (device -> host).
+REPLY_OK = 0x80
+REPLY_HELLO = 0x81
+REPLY_DATA = 0x82
+REPLY_TIMES = 0x83
+REPLY_ECHO = 0x84
+REPLY_STATS = 0x85
+REPLY_ERROR = 0xEE
+
+ALL_SLOTS = 0xFFFFFFFF
+
+
+
+class FrameError(SessionError):
+    """A frame was damaged in transit (bad magic, impossible length, checksum mismatch)."""
+
+
+class DeviceError(SessionError):
+    """The device program answered with an error (the kernel's or the runtime's own text)."""
+
+    def __init__(self, kind: str, message: str, context: str = "") -> None:
+        self.kind = kind
+        self.device_message = message
+        flat = " ".join(message.split())
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}device error {kind}: {flat}")
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    payload: bytes
+
+
+def encode_frame(msg_type: int, payload: bytes = b"", flags: int = 0) -> bytes:
+    """One complete frame: header, payload and checksum."""
+    if len(payload) > MAX_PAYLOAD:
+        raise SessionError(f"frame payload of {len(payload)} bytes exceeds the 1 GiB limit; send smaller tensors")
+    header = HEADER.pack(MAGIC, msg_type, flags, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(header[2:]))
+    return b"".join((header, payload, struct.pack("<I", crc)))
+
+
+class FrameDecoder:
+    """Turns a byte stream into frames, checking magic, length and CRC of each one.
+
+    Bytes are fed as they arrive (the transport returns 1..n bytes per read), so frames can be
+    split across reads arbitrarily. After a damaged frame the stream cannot be trusted, so the
+    decoder refuses further input until reset.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._broken: Optional[str] = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def needed(self) -> int:
+        """How many more bytes complete the frame at the head of the buffer (at least 1)."""
+        if len(self._buf) < HEADER_SIZE:
+            return HEADER_SIZE - len(self._buf) + TRAILER_SIZE
+        (length,) = struct.unpack_from("<I", self._buf, 4)
+        return max(1, HEADER_SIZE + length + TRAILER_SIZE - len(self._buf))
+
+    def feed(self, data: bytes) -> List[Frame]:
+        """Adds bytes; returns every frame now complete. Raises FrameError on a damaged frame."""
+        if self._broken:
+            raise FrameError(self._broken)
+        self._buf += data
+        frames: List[Frame] = []
+        while len(self._buf) >= HEADER_SIZE:
+            magic, msg_type, flags, length = HEADER.unpack_from(self._buf, 0)
+            if magic != MAGIC:
+                self._fail(f"bad frame magic {bytes(magic)!r} (expected {MAGIC!r}); the stream is out of step")
+            if length > MAX_PAYLOAD:
+                self._fail(f"frame claims {length} payload bytes, over the 1 GiB limit; the stream is damaged")
+            total = HEADER_SIZE + length + TRAILER_SIZE
+            if len(self._buf) < total:
+                break
+            view = memoryview(self._buf)
+            (want,) = struct.unpack_from("<I", self._buf, HEADER_SIZE + length)
+            got = zlib.crc32(view[HEADER_SIZE : HEADER_SIZE + length], zlib.crc32(view[2:HEADER_SIZE]))
+            payload = bytes(view[HEADER_SIZE : HEADER_SIZE + length])
+            view.release()
+            if want != got:
+                self._fail(
+                    f"frame checksum mismatch (type 0x{msg_type:02x}, {length} bytes): "
+                    f"frame says {want:08x}, computed {got:08x}; the transport corrupted data"
+                )
+            del self._buf[:total]
+            frames.append(Frame(msg_type, payload))
+        return frames
+
+    def _fail(self, message: str) -> None:
+        self._broken = message
+        self._buf.clear()
+        raise FrameError(message)
+
+
+# ----------------------------------------------------------------- payload builders / parsers
+
+
+
+
+
+def upload_payload(slot: int, dtype: str, shape: Sequence[int], data: bytes = b"") -> bytes:
+    """UPLOAD: a tensor into ``slot``; empty ``data`` asks the device to zero-fill it."""
+    code, bits, lanes = parse_dtype(dtype)
+    head = struct.pack(f"<IBBHI{len(shape)}q", slot, code, bits, lanes, len(shape), *shape)
+    return head + data if data else head
+
+
+def call_payload(func_index: int, slots: Sequence[int]) -> bytes:
+    return struct.pack(f"<II{len(slots)}I", func_index, len(slots), *slots)
+
+
+def time_payload(func_index: int, number: int, repeat: int, slots: Sequence[int]) -> bytes:
+    return struct.pack(f"<IIII{len(slots)}I", func_index, number, repeat, len(slots), *slots)
+
+
+def slot_payload(slot: int) -> bytes:
+    return struct.pack("<I", slot)
+
+
+@dataclass(frozen=True)
+class DeviceFunction:
+    name: str
+    num_args: int
+
+
+@dataclass(frozen=True)
+class Hello:
+    version: int
+    workspace_size_bytes: int
+    functions: Tuple[DeviceFunction, ...]
+
+
+def parse_hello(payload: bytes) -> Hello:
+    version, _reserved, workspace, count = struct.unpack_from("<HHQI", payload, 0)
+    off = 16
+    functions = []
+    for _ in range(count):
+        nargs, nlen = struct.unpack_from("<iH", payload, off)
+        name = payload[off + 6 : off + 6 + nlen].decode("utf-8")
+        functions.append(DeviceFunction(name, nargs))
+        off += 6 + nlen
+    return Hello(version, workspace, tuple(functions))
+
+
+def parse_error(payload: bytes) -> Tuple[str, str]:
+    (nkind,) = struct.unpack_from("<H", payload, 0)
+    kind = payload[2 : 2 + nkind].decode("utf-8", "replace")
+    return kind, payload[2 + nkind :].decode("utf-8", "replace")
+
+
+def parse_times(payload: bytes) -> List[float]:
+    (count,) = struct.unpack_from("<I", payload, 0)
+    return list(struct.unpack_from(f"<{count}d", payload, 4))
+
+
+STATS_FIELDS = (
+    "frames_received",
+    "bytes_received",
+    "calls",
+    "bad_frames",
+    "workspace_peak_bytes",
+    "workspace_size_bytes",
+)
+
+
+def parse_stats(payload: bytes) -> dict:
+    return dict(zip(STATS_FIELDS, struct.unpack_from("<6Q", payload, 0)))

@@ -1,0 +1,378 @@
+"""Host-side session: run a host project's kernels from Python, with numpy arrays in and out.
+
+The session speaks :mod:`.protocol` over any transport object with ``read(n, timeout_sec)`` and
+``write(data, timeout_sec)`` -- normally the Project API transport of a generated project
+(``GeneratedProject.transport()``), so the same path works whatever sits behind the server.
+
+What it guarantees, and why:
+
+* arguments are checked against the model's function list (from its Model Library Format)
+  *before* anything is sent, so a wrong shape or dtype is a clear :class:`SessionError` naming
+  the argument, not a device-side failure halfway through an upload;
+* every frame's CRC is checked; a damaged frame makes the session unusable (the byte stream can
+  no longer be trusted) and raises :class:`~.protocol.FrameError`;
+* a device program that dies surfaces as the server module's ``TransportClosedError`` as soon as
+  its pipe closes; nothing waits on a dead process;
+* timings come from the device's own clock (``time_evaluator``), like TVM's, so transport
+  overhead does not pollute schedule comparisons.
+
+numpy is imported lazily, inside the methods that need it.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ..errors import SessionError
+from . import protocol
+from ..compile.mlf import ArgInfo, FunctionInfo, ModelLibrary, load_model_library_format
+from .protocol import DeviceError, Frame, FrameDecoder, FrameError
+
+#: Seconds to wait for the device's next bytes before declaring it stuck (a hang-stopper only).
+DEFAULT_REPLY_TIMEOUT_SEC: Optional[float] = 300.0
+#: Largest read asked of the transport at once.
+READ_CHUNK = 8 << 20
+
+
+def _server_module():
+    from ..project_api import server
+
+    return server
+
+
+@dataclass(frozen=True)
+class TimingResult:
+    """Per-repeat mean seconds of one call, measured on the device (TVM's BenchmarkResult shape)."""
+
+    results: Tuple[float, ...]
+    number: int
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.results)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.results)
+
+    @property
+    def min(self) -> float:
+        return min(self.results)
+
+    @property
+    def max(self) -> float:
+        return max(self.results)
+
+    @property
+    def std(self) -> float:
+        return statistics.pstdev(self.results) if len(self.results) > 1 else 0.0
+
+    def __str__(self) -> str:
+        ms = [x * 1e3 for x in (self.mean, self.median, self.max, self.min, self.std)]
+        return (
+            "Execution time summary:\n"
+            " mean (ms)   median (ms)    max (ms)     min (ms)     std (ms)\n"
+            + "  ".join(f"{v:10.4f}" for v in ms)
+        )
+
+
+class Session:
+    """A conversation with one running device program (see the module docstring)."""
+
+    def __init__(
+        self,
+        transport: Any,
+        library: Optional[ModelLibrary] = None,
+        timeout_sec: Optional[float] = DEFAULT_REPLY_TIMEOUT_SEC,
+    ) -> None:
+        self._transport = transport
+        self._library = library
+        self._timeout = timeout_sec
+        self._decoder = FrameDecoder()
+        self._broken: Optional[str] = None
+        hello = self._exchange([(protocol.MSG_HELLO, b"")], "hello")[0]
+        if hello.type != protocol.REPLY_HELLO:
+            raise SessionError(f"device answered hello with message type 0x{hello.type:02x}; is it a host project?")
+        self.hello = protocol.parse_hello(hello.payload)
+        if self.hello.version != protocol.PROTOCOL_VERSION:
+            raise SessionError(
+                f"device speaks protocol {self.hello.version}, this session {protocol.PROTOCOL_VERSION}; "
+                "regenerate and rebuild the project with this microtvm-registry"
+            )
+        self._index = {fn.name: i for i, fn in enumerate(self.hello.functions)}
+        if library is not None:
+            missing = [fn.name for fn in library.functions if fn.name not in self._index]
+            if missing:
+                raise SessionError(
+                    f"the device program has no function {missing[0]!r} that the model lists; rebuild the project"
+                )
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(
+        cls,
+        project: Any,
+        options: Optional[Mapping[str, Any]] = None,
+        timeout_sec: Optional[float] = DEFAULT_REPLY_TIMEOUT_SEC,
+    ) -> Iterator["Session"]:
+        """``with Session.open(generated_project_or_dir) as sess:`` -- transport opened and closed."""
+        owned = None
+        if isinstance(project, (str, Path)):
+            from ..project import GeneratedProject
+
+            owned = project = GeneratedProject.from_directory(Path(project))
+        try:
+            library = _library_of(project)
+            with project.transport(options) as transport:
+                yield cls(transport, library=library, timeout_sec=timeout_sec)
+        finally:
+            if owned is not None:
+                owned.close()
+
+    # --------------------------------------------------------------- functions
+
+    @property
+    def functions(self) -> List[FunctionInfo]:
+        """The callable functions: the model's list when known, else the device's own."""
+        if self._library is not None:
+            return list(self._library.functions)
+        return [FunctionInfo(f.name, ()) for f in self.hello.functions]
+
+    def function(self, name: str) -> FunctionInfo:
+        if name not in self._index:
+            known = ", ".join(self._index) or "none"
+            raise SessionError(f"the device has no function {name!r}; it has: {known}")
+        if self._library is not None:
+            return self._library.function(name)
+        return FunctionInfo(name, ())
+
+    # ------------------------------------------------------------------- calls
+
+    def call(self, name: str, *arrays: Any, validate: bool = True) -> Any:
+        """Calls ``name`` with every argument given (inputs and outputs, in order), like TVM.
+
+        Output arrays are updated in place when writeable; the outputs are also returned (one
+        array, or a tuple when there are several). ``validate=False`` skips the host-side checks
+        so the kernel's own argument checks answer (for tests and diagnostics).
+        """
+        fn = self.function(name)
+        args = self._check_args(fn, arrays, validate)
+        outputs = [i for i, a in enumerate(fn.args) if a.role == "output"] if fn.args else list(range(len(args)))
+        results = self._invoke(fn, args, upload_data=[True] * len(args), read_back=outputs)
+        for i, value in zip(outputs, results):
+            target = arrays[i]
+            if hasattr(target, "flags") and target.flags.writeable and target.shape == value.shape and target.dtype == value.dtype:
+                target[...] = value
+        if len(results) == 1:
+            return results[0]
+        return tuple(results)
+
+    def run(self, name: str, inputs: Union[Mapping[str, Any], Sequence[Any]]) -> Dict[str, Any]:
+        """Runs ``name`` on ``inputs`` (by name, or in order); returns its outputs by name."""
+        import numpy as np
+
+        fn = self.function(name)
+        if not fn.args:
+            raise SessionError(f"function {name!r} has no argument list in the model; use call() with every argument")
+        names = [a.name for a in fn.inputs]
+        listed = ", ".join(names)
+        if isinstance(inputs, Mapping):
+            unknown = [k for k in inputs if k not in names]
+            if unknown:
+                raise SessionError(f"{name}: no input named {unknown[0]!r}; inputs are {listed}")
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise SessionError(f"{name}: input {missing[0]!r} is missing; inputs are {listed}")
+            given = {n: inputs[n] for n in names}
+        else:
+            seq = list(inputs)
+            if len(seq) != len(names):
+                raise SessionError(f"{name} takes {len(names)} inputs ({listed}), got {len(seq)}")
+            given = dict(zip(names, seq))
+        arrays = [given[a.name] if a.role != "output" else np.zeros(a.shape, dtype=a.dtype) for a in fn.args]
+        args = self._check_args(fn, arrays, True)
+        outputs = [i for i, a in enumerate(fn.args) if a.role == "output"]
+        upload = [a.role != "output" for a in fn.args]
+        results = self._invoke(fn, args, upload_data=upload, read_back=outputs)
+        return {fn.args[i].name: value for i, value in zip(outputs, results)}
+
+    def time_evaluator(self, name: str, number: int = 10, repeat: int = 3) -> Callable[..., TimingResult]:
+        """A function that times ``name`` on the device: ``repeat`` means of ``number`` calls.
+
+        Call it with every argument (as :meth:`call`) or with none to use zero-filled tensors.
+        One untimed warm-up call runs first, as on the device side of TVM's time_evaluator.
+        """
+        if number < 1 or repeat < 1:
+            raise SessionError(f"time_evaluator needs number >= 1 and repeat >= 1, got {number} and {repeat}")
+        fn = self.function(name)
+
+        def evaluate(*arrays: Any) -> TimingResult:
+            import numpy as np
+
+            if not arrays:
+                if not fn.args:
+                    raise SessionError(f"function {name!r} has no argument list in the model; pass its arguments")
+                arrays = tuple(np.zeros(a.shape, dtype=a.dtype) for a in fn.args)
+            args = self._check_args(fn, arrays, True)
+            requests = self._upload_requests(args, [True] * len(args))
+            slots = list(range(len(args)))
+            requests.append((protocol.MSG_TIME, protocol.time_payload(self._index[name], number, repeat, slots)))
+            replies = self._exchange(requests, name)
+            times = replies[-1]
+            if times.type != protocol.REPLY_TIMES:
+                raise SessionError(f"{name}: device answered time with message type 0x{times.type:02x}")
+            return TimingResult(tuple(protocol.parse_times(times.payload)), number)
+
+        return evaluate
+
+    # ---------------------------------------------------------------- utilities
+
+    def echo(self, payload: bytes) -> bytes:
+        """Round trip of ``payload`` through the device program (transport checks, benchmarks)."""
+        return self._exchange([(protocol.MSG_ECHO, payload)], "echo")[0].payload
+
+    def device_stats(self) -> Dict[str, int]:
+        """Counters kept by the device: frames and bytes received, calls made, bad frames, workspace."""
+        return protocol.parse_stats(self._exchange([(protocol.MSG_STATS, b"")], "stats")[0].payload)
+
+    def free_all(self) -> None:
+        """Releases every tensor slot on the device."""
+        self._exchange([(protocol.MSG_FREE, protocol.slot_payload(protocol.ALL_SLOTS))], "free")
+
+    def request(self, msg_type: int, payload: bytes = b"", context: str = "request") -> Frame:
+        """Sends one raw request and returns its reply (device errors raise)."""
+        return self._exchange([(msg_type, payload)], context)[0]
+
+    def send_raw(self, data: bytes, replies: int, context: str = "raw") -> List[Frame]:
+        """Writes bytes as they are (e.g. a deliberately damaged frame) and reads ``replies`` replies."""
+        return self._exchange_bytes(data, replies, context)
+
+    # ----------------------------------------------------------------- internals
+
+    def _check_args(self, fn: FunctionInfo, arrays: Sequence[Any], validate: bool) -> List[Any]:
+        import numpy as np
+
+        if fn.args and len(arrays) != len(fn.args):
+            names = ", ".join(a.name for a in fn.args)
+            raise SessionError(f"{fn.name} takes {len(fn.args)} arguments ({names}), got {len(arrays)}; nothing was sent")
+        out = []
+        for i, value in enumerate(arrays):
+            array = value if isinstance(value, np.ndarray) else np.asarray(value)
+            if validate and fn.args:
+                spec: ArgInfo = fn.args[i]
+                try:
+                    want_dtype = np.dtype(spec.dtype)
+                except TypeError:
+                    raise SessionError(
+                        f"{fn.name}: argument {spec.name} has dtype {spec.dtype}, which numpy cannot hold"
+                    ) from None
+                if tuple(array.shape) != tuple(spec.shape) or array.dtype != want_dtype:
+                    raise SessionError(
+                        f"{fn.name}: argument {spec.name} expects shape {tuple(spec.shape)} {spec.dtype}, "
+                        f"got shape {tuple(array.shape)} {array.dtype}; nothing was sent to the device"
+                    )
+            out.append(np.ascontiguousarray(array))
+        return out
+
+    def _upload_requests(self, args: Sequence[Any], upload_data: Sequence[bool]) -> List[Tuple[int, bytes]]:
+        requests = []
+        for slot, (array, with_data) in enumerate(zip(args, upload_data)):
+            dtype = str(array.dtype)  # what is really sent (the checks made it the declared one)
+            data = array.tobytes() if with_data and array.nbytes else b""
+            requests.append((protocol.MSG_UPLOAD, protocol.upload_payload(slot, dtype, array.shape, data)))
+        return requests
+
+    def _invoke(self, fn: FunctionInfo, args: Sequence[Any], upload_data: Sequence[bool], read_back: Sequence[int]) -> List[Any]:
+        import numpy as np
+
+        requests = self._upload_requests(args, upload_data)
+        requests.append((protocol.MSG_CALL, protocol.call_payload(self._index[fn.name], list(range(len(args))))))
+        requests += [(protocol.MSG_READ, protocol.slot_payload(i)) for i in read_back]
+        replies = self._exchange(requests, fn.name)
+        results = []
+        for i, frame in zip(read_back, replies[len(args) + 1 :]):
+            array = args[i]
+            if len(frame.payload) != array.nbytes:
+                raise SessionError(
+                    f"{fn.name}: device returned {len(frame.payload)} bytes for {array.nbytes}-byte output; rebuild the project"
+                )
+            results.append(np.frombuffer(frame.payload, dtype=array.dtype).reshape(array.shape).copy())
+        return results
+
+    def _exchange(self, requests: Sequence[Tuple[int, bytes]], context: str) -> List[Frame]:
+        data = b"".join(protocol.encode_frame(t, p) for t, p in requests)
+        return self._exchange_bytes(data, len(requests), context)
+
+    def _exchange_bytes(self, data: bytes, count: int, context: str) -> List[Frame]:
+        """Writes all requests at once, then collects ``count`` replies; raises the first error."""
+        if self._broken:
+            raise SessionError(f"the session is unusable after an earlier failure ({self._broken}); open a new one")
+        server = _server_module()
+        try:
+            self._transport.write(data, self._timeout)
+            frames: List[Frame] = []
+            while len(frames) < count:
+                want = min(READ_CHUNK, max(self._decoder.needed(), 1 << 16))
+                try:
+                    chunk = self._transport.read(want, self._timeout)
+                except server.IoTimeoutError:
+                    raise SessionError(
+                        f"{context}: the device sent nothing for {self._timeout} s; it may be stuck (pass a larger timeout_sec)"
+                    ) from None
+                if not chunk:
+                    continue
+                for frame in self._decoder.feed(chunk):
+                    frames.append(frame)
+                    if frame.type == protocol.REPLY_ERROR:
+                        kind, message = protocol.parse_error(frame.payload)
+                        if kind == "FrameError":  # the device saw a damaged frame: stop here
+                            raise FrameError(f"{context}: device reports {' '.join(message.split())}")
+        except FrameError as err:
+            self._broken = str(err)
+            raise
+        except server.TransportClosedError:
+            self._broken = "the device program exited"
+            raise
+        except SessionError as err:
+            self._broken = str(err)
+            raise
+        for frame in frames[:count]:
+            if frame.type == protocol.REPLY_ERROR:
+                kind, message = protocol.parse_error(frame.payload)
+                raise DeviceError(kind, message, context)
+        return frames
+
+    def close(self) -> None:
+        """Marks the session closed; the transport's owner closes the transport."""
+        self._broken = self._broken or "the session was closed"
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _library_of(project: Any) -> Optional[ModelLibrary]:
+    """The model a generated project was made from: its model.tar (what the server reports)."""
+    candidates = []
+    for attr in ("project_dir", "path", "directory"):
+        value = getattr(project, attr, None)
+        if value:
+            candidates.append(Path(value) / "model.tar")
+    if not candidates:
+        try:
+            info = project.info()
+            if info.get("model_library_format_path"):
+                candidates.append(Path(info["model_library_format_path"]))
+        except Exception:  # noqa: BLE001 - the device's own function list is the fallback
+            pass
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_model_library_format(candidate)
+    return None

@@ -1,0 +1,103 @@
+"""Our own small files: TOML read through a parse memo, and writes that readers never see half done.
+
+The extra-index list, the trusted ids, lockfiles and index copies all use these, so they sit on
+the lowest floor with no imports from the rest of the package but ``dirs`` (lazily).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+
+
+PARSED_TOML_DIR = "parsed-toml"
+
+
+def load_toml_bytes(data: bytes) -> Dict[str, Any]:
+    """Parse TOML with tomllib (3.11+) or tomli; raises their TOMLDecodeError.
+
+    Warm commands read the same few files every time (the packaged indexes, the extra-index
+    list, a lockfile), and importing and running a TOML parser is a large share of what
+    ``microtvm path`` costs. So a parse is memoized in the cache as JSON, keyed by the text's
+    CRC and length, and holding the text itself: a hit is used only if the text is identical,
+    so a collision can never return another file's data. Writing the memo is best effort (a
+    shared, read-only cache simply never gets one).
+    """
+    text = data.decode("utf-8")
+    memo = _toml_memo_path(data)
+    if memo is not None:
+        try:
+            with open(memo, "r", encoding="utf-8") as fh:
+                stored = json.load(fh)
+            if stored.get("toml") == text and isinstance(stored.get("doc"), dict):
+                return stored["doc"]
+        except (OSError, ValueError, AttributeError):
+            pass
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10
+        import tomli as tomllib
+    doc = tomllib.loads(text)
+    if memo is not None:
+        try:
+            payload = json.dumps({"toml": text, "doc": doc})  # TypeError for TOML dates: skip
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+            tmp.write_text(payload, encoding="utf-8")
+            os.replace(tmp, memo)
+        except (OSError, TypeError, ValueError):
+            pass
+    return doc
+
+
+def _toml_memo_path(data: bytes) -> Optional[Path]:
+    import zlib
+
+    from .dirs import cache_dir
+
+    try:
+        return cache_dir() / PARSED_TOML_DIR / f"{zlib.crc32(data):08x}-{len(data)}.json"
+    except Exception:  # noqa: BLE001 - no usable cache folder: just parse
+        return None
+
+
+def read_toml_config(path: Path, error: type, what: str) -> Optional[Dict[str, Any]]:
+    """One of our config files (extra indexes, trusted ids), or None when there is none yet; an
+    unreadable one raises ``error`` naming the file, since guessing would lose the user's data."""
+    if not path.exists():
+        return None
+    try:
+        return load_toml_bytes(path.read_bytes())
+    except (OSError, UnicodeDecodeError, toml_decode_error()) as err:
+        raise error(f"{path}: cannot read {what}: {err}; fix or delete the file") from None
+
+
+def toml_decode_error() -> type:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.TOMLDecodeError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write beside the target and rename over it, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not stop anything (a broken extra index, a bad plugin)."""
+    print(f"microtvm: warning: {message}", file=sys.stderr)

@@ -1,0 +1,419 @@
+"""One index document: TOML text -> validated models.
+
+Format (``schema = 1``)::
+
+    schema = 1
+    [[template]]
+    name = "apache-tvm/zephyr"          # NAME or VENDOR/NAME
+    description = "..."
+    platform = "zephyr"
+    [[template.version]]
+    version = "0.18.0"                  # PEP 440
+    git = "https://github.com/apache/tvm.git"   # a git source: git + commit + subdir (+ ref)
+    ref = "v0.18.0"                     # for people; the commit is what counts
+    commit = "<40 hex>"
+    subdir = "apps/microtvm/zephyr/template_project"
+    tree = "<40 hex>"                   # git tree id of subdir at commit
+    entry = "launch_microtvm_api_server.sh"     # optional: what starts the server
+    note = "..."                        # optional
+    [template.version.requires]
+    tools = ["west", "cmake", "cc|gcc|clang"]   # on PATH; "a|b" means either will do
+    pip = ["pyserial", "pyusb"]
+    python = ">=3.8"
+    [[template.version.extra]]          # more files from the same commit
+    path = "python/tvm/micro/project_api/server.py"
+    dest = "server.py"
+    blob = "<40 hex>"
+
+An archive source is ``url`` + ``sha256`` (+ ``subdir``) + ``tree`` instead of the git keys. A
+relative ``git``/``url`` is resolved against the index's own location, so an index can sit next
+to its archives. Packaged indexes may also use ``packaged = "templates/NAME"`` (``version`` then
+defaults to this package's version). Unknown keys are allowed (logged, never fatal) so newer
+indexes still load; known keys with the wrong type raise :class:`IndexFormatError` naming the
+file and the key.
+
+This module stays free of GitPython and requests at import time: ``microtvm path`` reads the
+catalog on every call and must stay fast.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+from ..errors import IndexFormatError, MicrotvmError
+from ..files import load_toml_bytes, toml_decode_error
+from .models import FolderSource, Index, Origin, PackagedSource, Requirements, Template, TemplateVersion
+
+
+def _log():
+    """This module's logger, imported on first use: `microtvm path` never logs, so never pays."""
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+SCHEMA = 1
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+NAME_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+
+INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+# Keys this version understands; anything else is logged and ignored.
+_TOP_KEYS = {"schema", "template"}
+
+
+_TEMPLATE_KEYS = {"name", "description", "platform", "version"}
+
+
+_VERSION_KEYS = {
+    "version", "git", "commit", "subdir", "ref", "tree", "url", "sha256", "extra", "requires",
+    "entry", "note", "packaged", "path",
+}
+
+
+_EXTRA_KEYS = {"path", "dest", "blob"}
+
+_REQUIRES_KEYS = {"tools", "pip", "python"}
+
+
+def _has_scheme(url: str) -> bool:
+    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", url)) and not re.match(r"^[A-Za-z]:[\\/]", url)
+
+
+def _resolve_relative(url: str, base: Optional[str]) -> str:
+    """Resolve a relative source location against the index's own location."""
+    if base is None or _has_scheme(url) or re.match(r"^[^/\s]+@[^/\s]+:", url) or os.path.isabs(url):
+        return url
+    if re.match(r"^https?://", base):
+        from urllib.parse import urljoin
+
+        return urljoin(base, url)
+    return str((Path(base).parent / url).resolve())
+
+
+class _Checker:
+    """Type checks that name the file and the key path in every error."""
+
+    def __init__(self, label: str, error: type = IndexFormatError) -> None:
+        self.label = label
+        self.error = error
+
+    def fail(self, key: str, problem: str) -> MicrotvmError:
+        return self.error(f"{self.label}: {key}: {problem}")
+
+    def unknown(self, table: Dict[str, Any], known: Iterable[str], key: str) -> None:
+        extra = sorted(set(table) - set(known))
+        if extra:
+            _log().info("%s: %s: ignoring unknown key(s) %s", self.label, key or "(top level)", ", ".join(extra))
+
+    def get_str(self, table: Dict[str, Any], key: str, path: str, *, required: bool = False, default=None):
+        if key not in table:
+            if required:
+                raise self.fail(f"{path}.{key}" if path else key, "missing (required)")
+            return default
+        value = table[key]
+        if not isinstance(value, str):
+            raise self.fail(f"{path}.{key}" if path else key, f"expected a string, got {type(value).__name__}")
+        return value
+
+    def get_hex(self, table: Dict[str, Any], key: str, path: str, digits: int, *, required: bool) -> Optional[str]:
+        value = self.get_str(table, key, path, required=required)
+        if value is None:
+            return None
+        pattern = HEX40 if digits == 40 else HEX64
+        if not pattern.match(value):
+            raise self.fail(f"{path}.{key}", f"expected {digits} hex digits")
+        return value
+
+    def get_relpath(self, table: Dict[str, Any], key: str, path: str, *, required: bool, default="") -> str:
+        value = self.get_str(table, key, path, required=required, default=default)
+        if value:
+            parts = value.replace("\\", "/").split("/")
+            if value.startswith("/") or ".." in parts or re.match(r"^[A-Za-z]:", value):
+                raise self.fail(f"{path}.{key}", f"{value!r} must be a relative path inside the source, without '..'")
+            value = "/".join(p for p in parts if p not in ("", "."))
+        return value
+
+    def get_str_list(self, table: Dict[str, Any], key: str, path: str) -> Tuple[str, ...]:
+        if key not in table:
+            return ()
+        value = table[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(f"{path}.{key}", "expected a list of strings")
+        return tuple(value)
+
+    def get_tables(self, table: Dict[str, Any], key: str, path: str) -> List[Dict[str, Any]]:
+        if key not in table:
+            return []
+        value = table[key]
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise self.fail(f"{path}.{key}" if path else key, f"expected an array of tables ([[{key}]])")
+        return value
+
+
+def _parse_requires(chk: _Checker, table: Any, path: str) -> Requirements:
+    if not isinstance(table, dict):
+        raise chk.fail(path, "expected a table")
+    chk.unknown(table, _REQUIRES_KEYS, path)
+    tools = chk.get_str_list(table, "tools", path)
+    pip = chk.get_str_list(table, "pip", path)
+    for n, req in enumerate(pip):
+        if _PLAIN_NAME.match(req):  # the common case, without packaging's (slow to import) parser
+            continue
+        from packaging.requirements import InvalidRequirement, Requirement
+
+        try:
+            Requirement(req)
+        except InvalidRequirement:
+            raise chk.fail(f"{path}.pip[{n}]", f"{req!r} is not a pip requirement (PEP 508)") from None
+    python = chk.get_str(table, "python", path)
+    if python is not None:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            SpecifierSet(python)
+        except InvalidSpecifier:
+            raise chk.fail(f"{path}.python", f"{python!r} is not a version specifier like '>=3.8'") from None
+    return Requirements(tools=tools, pip=pip, python=python)
+
+
+def parse_source(
+    chk: "_Checker",
+    table: Dict[str, Any],
+    path: str,
+    *,
+    base: Optional[str],
+    allow_packaged: bool,
+    allow_folder: bool,
+    required: bool = True,
+) -> Any:
+    """The one source a version (or lockfile entry) names; None only when not ``required``."""
+    from ..errors import UnsafeSourceError
+
+    try:
+        return _parse_source(
+            chk, table, path, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder, required=required
+        )
+    except UnsafeSourceError as err:  # the source classes' own safety checks (ext:: URLs, bad refs)
+        raise chk.fail(path, str(err)) from None
+
+
+def _parse_source(
+    chk: "_Checker",
+    table: Dict[str, Any],
+    path: str,
+    *,
+    base: Optional[str],
+    allow_packaged: bool,
+    allow_folder: bool,
+    required: bool,
+) -> Any:
+    kinds = [k for k in ("git", "url", "packaged", "path") if k in table]
+    if len(kinds) > 1:
+        raise chk.fail(path, f"give one source, not {' and '.join(kinds)}")
+    if not kinds:
+        if not required:
+            return None
+        raise chk.fail(path, "no source: give git + commit + subdir + tree, or url + sha256 + tree")
+    kind = kinds[0]
+    if "extra" in table and kind != "git":
+        raise chk.fail(f"{path}.extra", "extra files are only supported for git sources")
+    if kind in ("git", "url"):
+        from . import sources  # only network sources need it; `path host` stays light
+    if kind == "git":
+        url = _resolve_relative(chk.get_str(table, "git", path, required=True), base)
+        commit = chk.get_hex(table, "commit", path, 40, required=True)
+        subdir = chk.get_relpath(table, "subdir", path, required=True)
+        ref = chk.get_str(table, "ref", path)
+        tree = chk.get_hex(table, "tree", path, 40, required=True)
+        extras = []
+        for n, extra in enumerate(chk.get_tables(table, "extra", path)):
+            epath = f"{path}.extra[{n}]"
+            chk.unknown(extra, _EXTRA_KEYS, epath)
+            extras.append(
+                sources.ExtraFile(
+                    path=chk.get_relpath(extra, "path", epath, required=True),
+                    dest=chk.get_relpath(extra, "dest", epath, required=True),
+                    blob=chk.get_hex(extra, "blob", epath, 40, required=True),
+                )
+            )
+        dests = [e.dest for e in extras]
+        if len(set(dests)) != len(dests):
+            raise chk.fail(f"{path}.extra", "two extra files have the same dest")
+        return sources.GitSource(url=url, commit=commit, subdir=subdir, tree=tree, ref=ref, extra_files=tuple(extras))
+    if kind == "url":
+        url = _resolve_relative(chk.get_str(table, "url", path, required=True), base)
+        sha256 = chk.get_hex(table, "sha256", path, 64, required=True)
+        subdir = chk.get_relpath(table, "subdir", path, required=False)
+        tree = chk.get_hex(table, "tree", path, 40, required=True)
+        return sources.ArchiveSource(url=url, sha256=sha256, subdir=subdir, tree=tree)
+    if kind == "packaged":
+        if not allow_packaged:
+            raise chk.fail(f"{path}.packaged", "only indexes shipped with microtvm-registry may name packaged templates")
+        return PackagedSource(chk.get_relpath(table, "packaged", path, required=True))
+    if not allow_folder:
+        raise chk.fail(f"{path}.path", "a local folder source is only allowed from a plugin")
+    folder = chk.get_str(table, "path", path, required=True)
+    if not os.path.isabs(folder):
+        if base is None:
+            raise chk.fail(f"{path}.path", f"{folder!r} must be an absolute path")
+        folder = str((Path(base).parent / folder).resolve())
+    return FolderSource(folder)
+
+
+def _parse_version(
+    chk: _Checker,
+    table: Dict[str, Any],
+    path: str,
+    *,
+    name: str,
+    description: str,
+    platform: str,
+    origin: Origin,
+    base: Optional[str],
+    allow_packaged: bool,
+    allow_folder: bool,
+) -> TemplateVersion:
+    from packaging.version import InvalidVersion, Version
+
+    chk.unknown(table, _VERSION_KEYS, path)
+    source = parse_source(chk, table, path, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder)
+    version = chk.get_str(table, "version", path, required=not isinstance(source, PackagedSource))
+    if version is None:
+        from .. import __version__
+
+        version = __version__
+    try:
+        Version(version)
+    except InvalidVersion:
+        raise chk.fail(f"{path}.version", f"{version!r} is not a PEP 440 version like '1.2.0'") from None
+    requires = Requirements()
+    if "requires" in table:
+        requires = _parse_requires(chk, table["requires"], f"{path}.requires")
+    return TemplateVersion(
+        name=name,
+        version=version,
+        source=source,
+        origin=origin,
+        requires=requires,
+        description=description,
+        platform=platform,
+        entry=chk.get_str(table, "entry", path),
+        note=chk.get_str(table, "note", path),
+    )
+
+
+def parse_template_table(
+    chk: _Checker,
+    table: Dict[str, Any],
+    path: str,
+    *,
+    origin: Origin,
+    base: Optional[str] = None,
+    allow_packaged: bool = False,
+    allow_folder: bool = False,
+    lazy: bool = False,
+) -> Template:
+    """Validate one ``[[template]]`` table (also used for plugin-provided descriptions).
+
+    With ``lazy`` its versions are validated and built on first use (packaged indexes only:
+    they are checked by the test suite, and every other index is validated eagerly so a bad
+    copy is rejected before it replaces a good one).
+    """
+    if not isinstance(table, dict):
+        raise chk.fail(path, "expected a table")
+    chk.unknown(table, _TEMPLATE_KEYS, path)
+    name = chk.get_str(table, "name", path, required=True)
+    if not NAME_RE.match(name):
+        raise chk.fail(f"{path}.name", f"{name!r} is not NAME or VENDOR/NAME (letters, digits, '.', '_', '-')")
+    description = chk.get_str(table, "description", path, default="")
+    platform = chk.get_str(table, "platform", path, required=True)
+    tables = chk.get_tables(table, "version", path)
+    if not tables:
+        raise chk.fail(f"{path}.version", "missing: give at least one [[template.version]]")
+
+    def load() -> List[TemplateVersion]:
+        from packaging.version import Version
+
+        versions = [
+            _parse_version(
+                chk, v, f"{path}.version[{n}]", name=name, description=description, platform=platform,
+                origin=origin, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder,
+            )
+            for n, v in enumerate(tables)
+        ]
+        seen: Dict[Any, str] = {}
+        for n, v in enumerate(versions):
+            key = Version(v.version)
+            if key in seen:
+                raise chk.fail(f"{path}.version[{n}].version", f"{v.version} is listed twice")
+            seen[key] = v.version
+        versions.sort(key=lambda v: Version(v.version), reverse=True)
+        return versions
+
+    template = Template(name=name, description=description, platform=platform, loader=load)
+    if not lazy:
+        template.versions  # noqa: B018 - validate now
+    return template
+
+
+def parse_index(
+    data: Union[str, bytes, Dict[str, Any]],
+    label: str,
+    origin: Origin,
+    *,
+    base: Optional[str] = None,
+    allow_packaged: bool = False,
+    allow_folder: bool = False,
+    lazy: bool = False,
+) -> Index:
+    """Parse and validate index text (or an already-parsed dict); errors name ``label`` and the key."""
+    chk = _Checker(label)
+    if isinstance(data, (str, bytes)):
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        try:
+            doc = load_toml_bytes(raw)
+        except UnicodeDecodeError:
+            raise IndexFormatError(f"{label}: not UTF-8 text") from None
+        except toml_decode_error() as err:
+            raise IndexFormatError(f"{label}: not valid TOML: {err}") from None
+    else:
+        doc = data
+    chk.unknown(doc, _TOP_KEYS, "")
+    if "schema" not in doc:
+        raise chk.fail("schema", "missing (required): add `schema = 1` at the top")
+    schema = doc["schema"]
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise chk.fail("schema", f"expected an integer, got {type(schema).__name__}")
+    if schema != SCHEMA:
+        raise chk.fail("schema", f"schema {schema} is not understood by this microtvm-registry (it reads schema {SCHEMA}); upgrade microtvm-registry")
+    templates = [
+        parse_template_table(
+            chk, t, f"template[{n}]", origin=origin, base=base,
+            allow_packaged=allow_packaged, allow_folder=allow_folder, lazy=lazy,
+        )
+        for n, t in enumerate(chk.get_tables(doc, "template", ""))
+    ]
+    names = [t.name for t in templates]
+    for n, name in enumerate(names):
+        if name in names[:n]:
+            raise chk.fail(f"template[{n}].name", f"{name!r} is listed twice")
+    return Index(name=origin.name, origin=origin, templates=templates)
+
+
+def load_index_file(path: Path, origin: Origin, **kw: Any) -> Index:
+    """Read and parse an index file from disk."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise IndexFormatError(f"{path}: cannot read index: {err.strerror or err}") from None
+    return parse_index(data, str(path), origin, base=str(path), **kw)
