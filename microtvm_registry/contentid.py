@@ -27,7 +27,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 __all__ = ["blob_id", "file_blob_id", "tree_id", "is_object_id", "EMPTY_TREE_ID"]
 
@@ -68,12 +68,18 @@ def file_blob_id(path: Union[str, os.PathLike]) -> str:
     return h.hexdigest()
 
 
-def _tree_digest(folder: bytes) -> Optional[bytes]:
+def _tree_digest(folder: bytes, mounts: Optional[Dict[bytes, bytes]] = None) -> Optional[bytes]:
     """Raw 20-byte tree id of ``folder`` (bytes path), or None when it holds no files."""
     entries: List[Tuple[bytes, bytes, bytes]] = []  # (sort key, mode, raw id)
+    for name, sub_folder in (mounts or {}).items():
+        sub = _tree_digest(sub_folder)
+        if sub is not None:
+            entries.append((name + b"/", b"40000", sub))
     with os.scandir(folder) as it:
         for entry in it:
             name = entry.name
+            if mounts and name in mounts:
+                raise ValueError(f"{os.fsdecode(entry.path)} exists, so {os.fsdecode(name)!r} cannot be mounted there")
             st = entry.stat(follow_symlinks=False)
             mode = st.st_mode
             if stat.S_ISLNK(mode):
@@ -99,8 +105,12 @@ def _tree_digest(folder: bytes) -> Optional[bytes]:
     return h.digest()
 
 
-def tree_id(folder: Union[str, os.PathLike]) -> str:
+def tree_id(folder: Union[str, os.PathLike], mounts: Optional[Mapping[str, Union[str, os.PathLike]]] = None) -> str:
     """The git tree id of ``folder`` (``git add -A && git write-tree`` for its contents).
+
+    ``mounts`` (name -> folder) hashes other folders as if they were subfolders of ``folder``
+    under those names: a packaged template built from shared files (``templates/common``) gets
+    one id that covers everything it builds from, without a second copy in the repository.
 
     Raises FileNotFoundError / NotADirectoryError when ``folder`` is not a folder.
     """
@@ -109,5 +119,9 @@ def tree_id(folder: Union[str, os.PathLike]) -> str:
         if os.path.exists(path):
             raise NotADirectoryError(f"not a folder: {Path(os.fsdecode(path))}")
         raise FileNotFoundError(f"no such folder: {Path(os.fsdecode(path))}")
-    raw = _tree_digest(path)
+    encoded = {os.fsencode(k): os.fsencode(os.fspath(v)) for k, v in (mounts or {}).items()}
+    for name, sub in encoded.items():
+        if not os.path.isdir(sub):
+            raise FileNotFoundError(f"no such folder to mount as {os.fsdecode(name)!r}: {os.fsdecode(sub)}")
+    raw = _tree_digest(path, encoded)
     return EMPTY_TREE_ID if raw is None else raw.hex()

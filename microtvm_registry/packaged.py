@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Any, List, Tuple
+from typing import Any, List, Sequence, Tuple
 
 from .errors import TemplateNotFoundError
 
@@ -160,3 +160,12 @@ def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def packaged_content_id(relpath: str, include: Sequence[str] = ()) -> str:
+    """The content id of a packaged template: its folder's tree id with each shared folder it
+    builds from (``include``) hashed in as a subfolder named by that folder's last part."""
+    from .contentid import tree_id
+
+    mounts = {PurePosixPath(inc).name: get_packaged_resource(inc) for inc in include}
+    return tree_id(get_packaged_resource(relpath), mounts)

@@ -54,9 +54,14 @@ def materialize_version(
                 )
         content_id = None
         if expected or need_content_id:
-            from .contentid import tree_id
+            if isinstance(source, PackagedSource):
+                from .packaged import packaged_content_id
 
-            content_id = tree_id(path)
+                content_id = packaged_content_id(source.relpath, source.include)
+            else:
+                from .contentid import tree_id
+
+                content_id = tree_id(path)
             check_content_id(f"{label} ({describe_source(source)})", expected, content_id)
         return path, content_id
     if tv.origin.remote and is_local_location(source.url):

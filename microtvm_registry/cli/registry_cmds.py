@@ -217,7 +217,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         versions = [tv]
     folder = _local_folder(tv)
     content_id = _known_content_id(tv, resolved.pin)
-    if content_id is None and folder is not None and source_kind(tv.source) in ("packaged", "folder"):
+    if content_id is None and folder is not None and source_kind(tv.source) == "packaged":
+        from ..packaged import packaged_content_id
+
+        content_id = packaged_content_id(tv.source.relpath, tv.source.include)
+    elif content_id is None and folder is not None and source_kind(tv.source) == "folder":
         from ..contentid import tree_id
 
         content_id = tree_id(folder)

@@ -170,15 +170,32 @@ class DeviceFunction:
     num_args: int
 
 
+#: What a device's counter counts (HELLO's clock description; mtvm_port.h).
+CLOCK_NANOSECONDS, CLOCK_CYCLES, CLOCK_TIMER = 0, 1, 2
+HELLO_HAS_CLOCK = 0x0001
+_CLOCK = struct.Struct("<BbHQQ")
+
+
+@dataclass(frozen=True)
+class DeviceClock:
+    """The device's counter: what TIME's per-call numbers are ticks of."""
+
+    kind: int
+    icount_shift: Optional[int]  # QEMU's -icount shift the firmware was built for, None without
+    counter_hz: int
+    cpu_hz: int
+
+
 @dataclass(frozen=True)
 class Hello:
     version: int
     workspace_size_bytes: int
     functions: Tuple[DeviceFunction, ...]
+    clock: Optional[DeviceClock] = None  # None: an older device program whose times are seconds
 
 
 def parse_hello(payload: bytes) -> Hello:
-    version, _reserved, workspace, count = struct.unpack_from("<HHQI", payload, 0)
+    version, flags, workspace, count = struct.unpack_from("<HHQI", payload, 0)
     off = 16
     functions = []
     for _ in range(count):
@@ -186,7 +203,11 @@ def parse_hello(payload: bytes) -> Hello:
         name = payload[off + 6 : off + 6 + nlen].decode("utf-8")
         functions.append(DeviceFunction(name, nargs))
         off += 6 + nlen
-    return Hello(version, workspace, tuple(functions))
+    clock = None
+    if flags & HELLO_HAS_CLOCK and len(payload) >= off + _CLOCK.size:
+        kind, shift, _pad, counter_hz, cpu_hz = _CLOCK.unpack_from(payload, off)
+        clock = DeviceClock(kind, None if shift < 0 else shift, counter_hz, cpu_hz)
+    return Hello(version, workspace, tuple(functions), clock)
 
 
 def parse_error(payload: bytes) -> Tuple[str, str]:

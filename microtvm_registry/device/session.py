@@ -45,10 +45,19 @@ def _server_module():
 
 @dataclass(frozen=True)
 class TimingResult:
-    """Per-repeat mean seconds of one call, measured on the device (TVM's BenchmarkResult shape)."""
+    """Per-repeat mean seconds of one call, measured on the device (TVM's BenchmarkResult shape).
+
+    ``counts`` are the same means in the device's own ``unit``: "instructions" on an emulated
+    board under QEMU's -icount (exact and repeatable), "cycles" on a real core, "ns" for a host
+    program, "ticks" for an emulated board without -icount (virtual time: noise). On a board,
+    ``results`` are the counts in seconds at the board's clock, one instruction taken as one
+    cycle under emulation: an estimate, never a measured real-board time.
+    """
 
     results: Tuple[float, ...]
     number: int
+    counts: Tuple[float, ...] = ()
+    unit: str = "s"
 
     @property
     def mean(self) -> float:
@@ -70,13 +79,39 @@ class TimingResult:
     def std(self) -> float:
         return statistics.pstdev(self.results) if len(self.results) > 1 else 0.0
 
+    @property
+    def mean_count(self) -> Optional[float]:
+        """The mean in the device's own unit (see the class docstring); None without counts."""
+        return statistics.fmean(self.counts) if self.counts else None
+
     def __str__(self) -> str:
         ms = [x * 1e3 for x in (self.mean, self.median, self.max, self.min, self.std)]
-        return (
+        text = (
             "Execution time summary:\n"
             " mean (ms)   median (ms)    max (ms)     min (ms)     std (ms)\n"
             + "  ".join(f"{v:10.4f}" for v in ms)
         )
+        if self.unit in ("instructions", "cycles", "ticks"):
+            text += f"\n mean {self.mean_count:.0f} {self.unit} per call"
+        return text
+
+
+def timing_result(clock: Optional[protocol.DeviceClock], ticks: Sequence[float], number: int) -> TimingResult:
+    """Per-call counter ticks -> seconds and counts in the unit the counter really counts."""
+    if clock is None:  # an older device program: its TIME numbers are seconds already
+        return TimingResult(tuple(ticks), number)
+    if clock.kind == protocol.CLOCK_NANOSECONDS:
+        return TimingResult(tuple(t / clock.counter_hz for t in ticks), number, tuple(ticks), "ns")
+    if clock.kind == protocol.CLOCK_CYCLES:
+        seconds = tuple(t / clock.cpu_hz for t in ticks) if clock.cpu_hz else tuple(ticks)
+        return TimingResult(seconds, number, tuple(ticks), "cycles")
+    if clock.icount_shift is not None:
+        # Under -icount every instruction advances virtual time by 2**shift ns, and the timer
+        # counts virtual time: ticks -> ns -> instructions, exactly.
+        instructions = tuple(t * 1e9 / clock.counter_hz / (1 << clock.icount_shift) for t in ticks)
+        hz = clock.cpu_hz or clock.counter_hz
+        return TimingResult(tuple(i / hz for i in instructions), number, instructions, "instructions")
+    return TimingResult(tuple(t / clock.counter_hz for t in ticks), number, tuple(ticks), "ticks")
 
 
 class Session:
@@ -226,7 +261,7 @@ class Session:
             times = replies[-1]
             if times.type != protocol.REPLY_TIMES:
                 raise SessionError(f"{name}: device answered time with message type 0x{times.type:02x}")
-            return TimingResult(tuple(protocol.parse_times(times.payload)), number)
+            return timing_result(self.hello.clock, protocol.parse_times(times.payload), number)
 
         return evaluate
 

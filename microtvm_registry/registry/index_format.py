@@ -76,7 +76,7 @@ _TEMPLATE_KEYS = {"name", "description", "platform", "version"}
 
 _VERSION_KEYS = {
     "version", "git", "commit", "subdir", "ref", "tree", "url", "sha256", "extra", "requires",
-    "entry", "note", "packaged", "path",
+    "entry", "note", "packaged", "path", "include",
 }
 
 
@@ -225,6 +225,8 @@ def _parse_source(
             return None
         raise chk.fail(path, "no source: give git + commit + subdir + tree, or url + sha256 + tree")
     kind = kinds[0]
+    if "include" in table and kind != "packaged":
+        raise chk.fail(f"{path}.include", "include is only for packaged templates")
     if "extra" in table and kind != "git":
         raise chk.fail(f"{path}.extra", "extra files are only supported for git sources")
     if kind in ("git", "url"):
@@ -259,7 +261,10 @@ def _parse_source(
     if kind == "packaged":
         if not allow_packaged:
             raise chk.fail(f"{path}.packaged", "only indexes shipped with microtvm-registry may name packaged templates")
-        return PackagedSource(chk.get_relpath(table, "packaged", path, required=True))
+        include = chk.get_str_list(table, "include", path)
+        for n, inc in enumerate(include):
+            chk.get_relpath({"include": inc}, "include", f"{path}.include[{n}]", required=True)
+        return PackagedSource(chk.get_relpath(table, "packaged", path, required=True), include)
     if not allow_folder:
         raise chk.fail(f"{path}.path", "a local folder source is only allowed from a plugin")
     folder = chk.get_str(table, "path", path, required=True)

@@ -45,7 +45,7 @@ SCHEMA = 1
 
 _ENTRY_KEYS = {
     "name", "version", "index", "content_id", "git", "ref", "commit", "subdir", "tree", "extra",
-    "url", "sha256", "packaged", "plugin",
+    "url", "sha256", "packaged", "plugin", "include",
 }
 
 

@@ -28,9 +28,15 @@ class Requirements:
 
 @dataclasses.dataclass(frozen=True)
 class PackagedSource:
-    """A template shipped inside the wheel, at ``relpath`` (``templates/host``)."""
+    """A template shipped inside the wheel, at ``relpath`` (``templates/host``).
+
+    ``include`` names shared folders it builds from (``templates/common``): its server copies
+    them into a generated project, and its content id covers them (see
+    :func:`microtvm_registry.packaged.packaged_content_id`).
+    """
 
     relpath: str
+    include: Tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +190,10 @@ def source_to_table(source: Any) -> Dict[str, Any]:
     """The TOML keys that name ``source`` exactly (the inverse of :func:`parse_source`)."""
     kind = source_kind(source)
     if kind == "packaged":
-        return {"packaged": source.relpath}
+        table: Dict[str, Any] = {"packaged": source.relpath}
+        if source.include:
+            table["include"] = list(source.include)
+        return table
     if kind == "folder":
         return {"path": source.path}
     from .sources import source_to_dict  # loaded already: the source object is one of its classes

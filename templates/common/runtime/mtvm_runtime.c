@@ -86,18 +86,16 @@ static uint64_t g_arena_peak;
 static mtvm_block g_blocks[MTVM_MAX_BLOCKS];
 static int g_num_blocks;
 
-int mtvm_workspace_init(uint64_t size) {
+int mtvm_workspace_init(void* buffer, uint64_t size) {
   g_arena_size = size;
   g_arena_top = 0;
   g_arena_peak = 0;
   g_num_blocks = 0;
-  if (size == 0) {
-    g_arena = NULL;
-    return 0;
+  g_arena = (uint8_t*)buffer;
+  if (size != 0 && buffer == NULL) {
+    g_arena_size = 0;
+    return -1;
   }
-  void* mem = NULL;
-  if (posix_memalign(&mem, MTVM_WORKSPACE_ALIGN, (size_t)size) != 0) return -1;
-  g_arena = (uint8_t*)mem;
   return 0;
 }
 
@@ -117,7 +115,7 @@ void* TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t nbytes, 
   (void)dtype_bits_hint;
   char msg[256];
   if (device_type != kDLCPU) {
-    snprintf(msg, sizeof(msg), "workspace requested for device type %d; the host runtime has only cpu (1)",
+    snprintf(msg, sizeof(msg), "workspace requested for device type %d; this runtime has only cpu (1)",
              device_type);
     mtvm_set_error("RuntimeError", msg);
     return NULL;
@@ -182,7 +180,7 @@ int32_t mtvm_call(const mtvm_function_entry* entry, DLTensor** tensors, int32_t 
   TVMFFIAny args[MTVM_MAX_ARGS];
   TVMFFIAny result;
   if (num_args > MTVM_MAX_ARGS) {
-    mtvm_set_error("ValueError", "too many arguments (the host runtime takes at most 64)");
+    mtvm_set_error("ValueError", "too many arguments (the runtime takes at most 64)");
     return -1;
   }
   memset(args, 0, sizeof(args));

@@ -1,0 +1,181 @@
+"""An emulated board: one QEMU process running a firmware, its UART on a pseudo-terminal.
+
+Why these choices (QEMU 7.2's mps2/mps3 machines):
+
+* the UART goes to ``-chardev pty``, never to stdio: stdio multiplexing eats 0x01 bytes, and a
+  pty is what a real board's USB serial port looks like to pyserial;
+* ``-icount shift=N`` makes virtual time advance 2**N ns per instruction, so the firmware's timer
+  counts instructions exactly and every run gives the same numbers;
+* QEMU must never outlive whoever started it: it is killed when its parent dies (Linux
+  ``PR_SET_PDEATHSIG``), on :meth:`close`, and at interpreter exit.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Deque, List, Optional, Sequence, Set
+
+from ..errors import MicrotvmError
+
+QEMU = "qemu-system-arm"
+INSTALL_HINT = "install it with: apt-get install qemu-system-arm (Debian/Ubuntu)"
+_PTY_RE = re.compile(r"char device redirected to (\S+) \(label (\w+)\)")
+_LIVE: Set["QemuBoard"] = set()
+
+
+class QemuError(MicrotvmError):
+    """QEMU is missing, did not start, or stopped."""
+
+
+def find_qemu() -> str:
+    path = shutil.which(QEMU)
+    if path is None:
+        raise QemuError(f"{QEMU} is not on PATH, and emulated boards need it; {INSTALL_HINT}")
+    return path
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def qemu_command(machine: str, image: Path, icount_shift: Optional[int], qemu: str = QEMU) -> List[str]:
+    cmd = [qemu, "-M", machine, "-nodefaults", "-display", "none", "-nic", "none", "-chardev", "pty,id=uart0",
+           "-serial", "chardev:uart0", "-kernel", str(image)]
+    if icount_shift is not None:
+        cmd += ["-icount", f"shift={icount_shift}"]
+    return cmd
+
+
+class QemuBoard:
+    """``with QemuBoard(machine, elf) as board:`` then open ``board.pty`` (see the module docstring)."""
+
+    def __init__(self, machine: str, image: Path, icount_shift: Optional[int] = 0, *, start_timeout_sec: float = 20.0) -> None:
+        self.machine = machine
+        self.image = Path(image)
+        self.icount_shift = icount_shift
+        self.start_timeout_sec = start_timeout_sec
+        self.pty: Optional[str] = None
+        self._proc: Optional[subprocess.Popen] = None
+        self._stderr: Deque[str] = deque(maxlen=20)
+        self._found = threading.Event()
+
+    # ---------------------------------------------------------------- lifetime
+
+    def start(self) -> str:
+        """Starts QEMU and returns the pty its UART is on (raises QemuError on failure)."""
+        if not self.image.is_file():
+            raise QemuError(f"firmware image {self.image} does not exist; build and flash the project first")
+        cmd = qemu_command(self.machine, self.image, self.icount_shift, find_qemu())
+        self._proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,  # where QEMU 7.2 announces the pty
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            close_fds=True,
+        )
+        _LIVE.add(self)
+        threading.Thread(target=self._drain, args=(self._proc,), daemon=True).start()
+        deadline = time.monotonic() + self.start_timeout_sec
+        while not self._found.wait(0.02):
+            if self._proc.poll() is not None:
+                self._proc.wait()
+                raise QemuError(f"{self.machine}: QEMU exited with status {self._proc.returncode} at start: {self.last_words()}")
+            if time.monotonic() > deadline:
+                self.close()
+                raise QemuError(f"{self.machine}: QEMU did not open its serial port within {self.start_timeout_sec:.0f} s")
+        return self.pty  # type: ignore[return-value]
+
+    def _drain(self, proc: subprocess.Popen) -> None:
+        """Reads QEMU's output to its end: finds the pty, keeps the last lines for errors, and
+        never lets a full pipe stop QEMU."""
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip()
+            match = _PTY_RE.search(line)
+            if match and not self._found.is_set():
+                self.pty = match.group(1)
+                self._found.set()
+            elif line:
+                self._stderr.append(line)
+        proc.stdout.close()
+
+    def exit_reason(self) -> Optional[str]:
+        """None while QEMU runs; else what ended it, in words."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return None
+        code = proc.returncode
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        words = self.last_words()
+        return f"QEMU ({self.machine}) {how}" + (f": {words}" if words else "")
+
+    def last_words(self) -> str:
+        return self._stderr[-1] if self._stderr else ""
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self._proc.pid if self._proc is not None else None
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        _LIVE.discard(self)
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proc.wait()
+        self._proc = proc  # keep the exit status for exit_reason()
+
+    def __enter__(self) -> "QemuBoard":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for board in list(_LIVE):
+        board.close()
+
+
+def _terminate_on(signum: int) -> None:
+    """SIGTERM (what a Project API client sends a server it stops) ends QEMU first."""
+    previous = signal.getsignal(signum)
+
+    def handler(sig, frame):  # pragma: no cover - exercised through the server tests
+        _close_all()
+        if callable(previous):
+            previous(sig, frame)
+        else:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+
+    try:
+        signal.signal(signum, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def install_signal_cleanup(signals: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> None:
+    for signum in signals:
+        _terminate_on(signum)

@@ -1,0 +1,87 @@
+"""A serial line as a Project API transport: pyserial, raw, with the Project API's timeouts.
+
+The same class opens a real board's ``/dev/ttyACM0`` and the pseudo-terminal QEMU gives an
+emulated board's UART, so the session cannot tell them apart. ``read`` returns as soon as any
+bytes are there (1..n, as ``read_transport`` promises) and raises the server library's
+``IoTimeoutError`` / ``TransportClosedError``, which cross the wire as TVM's do.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from ..errors import MicrotvmError
+from ..project_api import server
+
+DEFAULT_BAUDRATE = 115200
+
+
+class SerialPortError(MicrotvmError):
+    """The serial port cannot be opened (missing, busy, no permission)."""
+
+
+class SerialTransport:
+    """Bytes to and from one serial port (see the module docstring).
+
+    ``alive`` is asked when the port reports an error or a timeout: for an emulated board it says
+    why the line went quiet (QEMU exited), so the error names the real cause.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = DEFAULT_BAUDRATE,
+        *,
+        alive: Optional[Callable[[], Optional[str]]] = None,
+    ) -> None:
+        import serial
+
+        self.port = port
+        self._alive = alive or (lambda: None)
+        try:
+            self._serial = serial.Serial(port, baudrate=baudrate, timeout=0, write_timeout=None, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as err:
+            raise SerialPortError(
+                f"cannot open serial port {port}: {err}; check the cable and the port name, and that no other "
+                "program (a terminal, another microtvm run) has it open"
+            ) from None
+        self._error_types = (serial.SerialException, OSError)
+
+    def _closed(self) -> server.TransportClosedError:
+        why = self._alive()
+        return server.TransportClosedError(why) if why else server.TransportClosedError()
+
+    def read(self, n: int, timeout_sec: Optional[float]) -> bytes:
+        if self._serial is None:
+            raise server.TransportClosedError()
+        try:
+            self._serial.timeout = timeout_sec
+            first = self._serial.read(1)
+            if not first:
+                if self._alive():
+                    raise self._closed()
+                raise server.IoTimeoutError()
+            waiting = self._serial.in_waiting
+            rest = self._serial.read(min(n - 1, waiting)) if n > 1 and waiting else b""
+        except self._error_types:
+            raise self._closed() from None
+        return first + rest
+
+    def write(self, data: bytes, timeout_sec: Optional[float]) -> None:
+        if self._serial is None:
+            raise server.TransportClosedError()
+        try:
+            self._serial.write_timeout = timeout_sec
+            self._serial.write(data)
+            self._serial.flush()
+        except self._error_types as err:
+            if type(err).__name__ == "SerialTimeoutException":
+                raise server.IoTimeoutError() from None
+            raise self._closed() from None
+
+    def close(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except self._error_types:
+                pass
