@@ -14,8 +14,17 @@ $(VENV)/.installed-%: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[$*]'
 	touch $@
 
+# The demo runs on an emulated Cortex-M4 board when QEMU and the Arm toolchain are here, else on host.
+DEMO_BOARD ?= mps2-an386
+BOARD_PACKAGES := qemu-system-arm gcc-arm-none-eabi libnewlib-arm-none-eabi
+
 demo: $(VENV)/.installed-tvm
-	$(BIN)/microtvm demo
+	@if command -v arm-none-eabi-gcc >/dev/null 2>&1 && command -v qemu-system-arm >/dev/null 2>&1; then \
+		$(BIN)/microtvm demo --board $(DEMO_BOARD); \
+	else \
+		echo "make demo: no Arm toolchain or QEMU here, so the demo runs on host; for the emulated board: apt-get install $(BOARD_PACKAGES)" >&2; \
+		$(BIN)/microtvm demo; \
+	fi
 
 test: $(VENV)/.installed-tvm,test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

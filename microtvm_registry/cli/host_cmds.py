@@ -1,10 +1,10 @@
-"""``microtvm run`` and ``microtvm demo``: run kernels in a host project from the command line.
+"""``microtvm run`` and ``microtvm demo``: run kernels in a project from the command line.
 
-``run`` feeds .npy files to a function of a built host project and writes its outputs as .npy.
-``demo`` is the whole loop with nothing but pip packages: compile a small network with today's
-apache-tvm, export it to Model Library Format, generate a project from the packaged ``host``
-template, build it with the system C compiler, run it and check the answer against numpy.
-numpy and tvm are imported inside the handlers only.
+``run`` feeds .npy files to a function of a built project (host, or a flashed cortex-m board)
+and writes its outputs as .npy. ``demo`` is the whole loop with nothing but pip packages:
+compile a small network with today's apache-tvm, export it to Model Library Format, generate a
+project from the packaged ``host`` template (or ``cortex-m`` with ``--board``), build it, run it
+and check the answer against numpy. numpy and tvm are imported inside the handlers only.
 """
 from __future__ import annotations
 
@@ -24,10 +24,13 @@ def register(subparsers) -> None:
     """Add ``run`` and ``demo``."""
     run = subparsers.add_parser(
         "run",
-        help="run a function of a built host project on .npy inputs",
-        description="Run a function of a built host project: inputs from .npy files, outputs written as .npy.",
+        help="run a function of a built project on .npy inputs",
+        description=(
+            "Run a function of a built project (host, or a flashed cortex-m board): inputs from .npy files, "
+            "outputs written as .npy."
+        ),
     )
-    run.add_argument("project_dir", metavar="PROJECT_DIR", help="a generated and built host project")
+    run.add_argument("project_dir", metavar="PROJECT_DIR", help="a generated and built (and, for a board, flashed) project")
     run.add_argument(
         "-i",
         "--input",
@@ -44,11 +47,18 @@ def register(subparsers) -> None:
 
     demo = subparsers.add_parser(
         "demo",
-        help="compile a small network with apache-tvm, run it in a host project, check it against numpy",
+        help="compile a small network with apache-tvm, run it in a host project or on a board, check it against numpy",
         description=(
             "Compile dense + bias_add + relu with apache-tvm (target c), export it to Model Library Format, "
-            "generate a project from the packaged host template, build it, run it and compare with numpy."
+            "generate a project from the packaged host template (or cortex-m for --board), build it, run it "
+            "and compare with numpy."
         ),
+    )
+    demo.add_argument(
+        "--board",
+        default="host",
+        metavar="BOARD",
+        help="host (default), or a board of the cortex-m template, e.g. mps2-an386 (emulated by QEMU)",
     )
     demo.add_argument("--workdir", metavar="DIR", help="work in DIR (kept) instead of a temporary folder")
     demo.add_argument("--keep", action="store_true", help="keep the temporary work folder and print its path")
@@ -161,6 +171,28 @@ def build_demo_module() -> Any:
     )
 
 
+def _check_board_tools(board: str) -> None:
+    """Before any work: the tools a board needs, each missing one named with its package."""
+    import json
+    import shutil
+
+    from ..packaged import get_packaged_resource
+
+    with open(get_packaged_resource("templates/cortex-m/boards.json"), encoding="utf-8") as fh:
+        boards = {b["name"]: b for b in json.load(fh)["boards"]}
+    if board not in boards:
+        raise OptionError(f"--board {board!r} is not a board of the cortex-m template; boards: host, {', '.join(sorted(boards))}")
+    missing = [p for t, p in BOARD_TOOLS if shutil.which(t) is None and (t != "qemu-system-arm" or boards[board].get("qemu"))]
+    if missing:
+        raise MicrotvmError(
+            f"--board {board} needs {', '.join(missing)}; install with: apt-get install {' '.join(missing)} "
+            + ("libnewlib-arm-none-eabi" if "gcc-arm-none-eabi" in missing else "")
+        )
+
+
+BOARD_TOOLS = (("arm-none-eabi-gcc", "gcc-arm-none-eabi"), ("qemu-system-arm", "qemu-system-arm"))
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         import numpy as np
@@ -172,7 +204,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from ..packaged import get_packaged_resource
     from ..project import generate_project
 
-    total = 5
+    board = args.board or "host"
+    on_board = board != "host"
+    if on_board:
+        _check_board_tools(board)
+    total = 6 if on_board else 5
     if args.workdir:
         workdir = Path(args.workdir).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +218,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         workdir = Path(tempfile.mkdtemp(prefix="microtvm-demo-"))
         temporary = True
-    project_dir = workdir / "host-project"
+    project_dir = workdir / (f"{board}-project" if on_board else "host-project")
     mlf_path = workdir / "model.tar"
     if project_dir.exists():
         raise MicrotvmError(f"{project_dir} already exists from an earlier demo; remove it or pass another --workdir")
@@ -192,13 +228,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
         module = build_demo_module()
         _step(2, total, f"exporting Model Library Format to {mlf_path}")
         export_model_library_format(module, mlf_path, model_name="demo")
-        template = get_packaged_resource("templates/host")
-        _step(3, total, f"generating a project from the packaged host template into {project_dir}")
-        project = generate_project(template, mlf_path, project_dir)
+        name = "cortex-m" if on_board else "host"
+        template = get_packaged_resource(f"templates/{name}")
+        _step(3, total, f"generating a project from the packaged {name} template into {project_dir}")
+        project = generate_project(template, mlf_path, project_dir, {"board": board} if on_board else None)
         try:
-            _step(4, total, "building it with the system C compiler (make, -O2)")
-            project.build()
-            _step(5, total, "running the kernels in the device program and comparing with numpy")
+            if on_board:
+                _step(4, total, f"building the firmware for {board} with arm-none-eabi-gcc (-O2)")
+                project.build()
+                _step(5, total, f"flashing {board} (an emulated board boots once under QEMU to prove it answers)")
+                project.flash()
+                _step(6, total, f"running the kernels on {board} over its serial line and comparing with numpy")
+            else:
+                _step(4, total, "building it with the system C compiler (make, -O2)")
+                project.build()
+                _step(5, total, "running the kernels in the device program and comparing with numpy")
             rng = np.random.default_rng(0)
             x = rng.standard_normal((BATCH, IN_FEATURES), dtype=np.float32)
             w = rng.standard_normal((OUT_FEATURES, IN_FEATURES), dtype=np.float32)
@@ -209,19 +253,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 g = sess.run("bias_add", {"h": h, "b": b})["bias_out"]
                 separate = sess.run("relu", {"g": g})["relu_out"]
                 fused = sess.run("dense_bias_relu", {"x": x, "w": w, "b": b})["y"]
-                timing = sess.time_evaluator("dense_bias_relu", number=100, repeat=3)(x, w, b, np.zeros_like(expected))
+                number = 10 if on_board else 100
+                timing = sess.time_evaluator("dense_bias_relu", number=number, repeat=3)(x, w, b, np.zeros_like(expected))
         finally:
             project.close()
         err_separate = float(np.max(np.abs(separate - expected)))
         err_fused = float(np.max(np.abs(fused - expected)))
         error = max(err_separate, err_fused)
         ok = bool(np.allclose(separate, expected, rtol=1e-4, atol=1e-4) and np.allclose(fused, expected, rtol=1e-4, atol=1e-4))
+        if timing.unit in ("instructions", "cycles"):
+            what = (
+                f"{timing.mean_count:.0f} {timing.unit} per call"
+                + (" (QEMU -icount: exact), " if timing.unit == "instructions" else ", ")
+                + f"{timing.mean * 1e6:.1f} us at the board's clock"
+            )
+        else:
+            what = f"{timing.mean * 1e6:.2f} us"
         print(
             f"  separate kernels: max abs error {err_separate:.3g}; fused kernel: max abs error {err_fused:.3g}; "
-            f"fused kernel time on the device {timing.mean * 1e6:.2f} us (mean of {len(timing.results)} x {timing.number})",
+            f"fused kernel time on the device {what} (mean of {len(timing.results)} x {timing.number})",
             file=sys.stderr,
         )
-        print(f"demo: dense+bias+relu on the host device vs numpy: max abs error {error:.3g}: {'OK' if ok else 'FAIL'}")
+        where = f"on {board}" if on_board else "on the host device"
+        print(f"demo: dense+bias+relu {where} vs numpy: max abs error {error:.3g}: {'OK' if ok else 'FAIL'}")
     finally:
         if temporary and not args.keep:
             import shutil

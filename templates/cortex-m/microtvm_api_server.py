@@ -111,6 +111,13 @@ PROJECT_OPTIONS = [
         help="Real boards: the command that flashes, with {elf}, {bin} and {board} filled in (default: pyOCD).",
     ),
     server.ProjectOption(
+        "boot_timeout_sec",
+        optional=["flash"],
+        type="int",
+        default=int(BOOT_TIMEOUT_SEC),
+        help="Emulated boards: seconds the flashed firmware has to answer under QEMU before flash fails.",
+    ),
+    server.ProjectOption(
         "verbose",
         optional=["build", "flash"],
         type="bool",
@@ -320,7 +327,7 @@ def format_report(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _boot_check(board: Dict[str, Any], image: Path, icount: bool) -> float:
+def _boot_check(board: Dict[str, Any], image: Path, icount: bool, timeout_sec: float = BOOT_TIMEOUT_SEC) -> float:
     """Starts QEMU on ``image``, asks the firmware hello, ends QEMU; seconds to the answer."""
     from microtvm_registry.device import protocol
     from microtvm_registry.device.qemu import QemuBoard
@@ -334,12 +341,12 @@ def _boot_check(board: Dict[str, Any], image: Path, icount: bool) -> float:
         try:
             link.write(protocol.encode_frame(protocol.MSG_HELLO), 5)
             decoder = protocol.FrameDecoder()
-            deadline = start + BOOT_TIMEOUT_SEC
+            deadline = start + timeout_sec
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise CortexMError(
-                        f"the firmware did not answer on {board['name']} within {BOOT_TIMEOUT_SEC:.0f} s of QEMU starting; "
+                        f"the firmware did not answer on {board['name']} within {timeout_sec:g} s of QEMU starting; "
                         "QEMU was stopped and nothing was flashed"
                     )
                 try:
@@ -503,7 +510,8 @@ class Handler(server.ProjectAPIHandler):
         if not image.is_file():
             raise CortexMError(f"{image} does not exist; build the project first")
         if board.get("qemu"):
-            seconds = _boot_check(board, image, CONFIG.get("icount", True))
+            timeout = _int_option(options, "boot_timeout_sec", int(BOOT_TIMEOUT_SEC))
+            seconds = _boot_check(board, image, CONFIG.get("icount", True), float(timeout or BOOT_TIMEOUT_SEC))
             target = PROJECT_DIR / FLASHED
             target.parent.mkdir(exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")

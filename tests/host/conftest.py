@@ -1,4 +1,4 @@
-"""Shared fixtures for the host template tests: models exported with apache-tvm, projects built once."""
+"""Shared fixtures for the host template tests (the kernels MLF is in tests/conftest.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,43 +11,3 @@ from microtvm_registry import get_packaged_resource
 @pytest.fixture(scope="session")
 def host_template() -> Path:
     return get_packaged_resource("templates/host")
-
-
-def kernels_module(tvm):
-    """float32 dense, an int8 kernel, a kernel that needs workspace, and a no-op-sized kernel."""
-    from tvm import te
-
-    x = te.placeholder((4, 16), name="x", dtype="float32")
-    w = te.placeholder((8, 16), name="w", dtype="float32")
-    k = te.reduce_axis((0, 16), name="k")
-    y = te.compute((4, 8), lambda i, j: te.sum(x[i, k] * w[j, k], axis=k), name="y")
-
-    a8 = te.placeholder((6, 10), name="a8", dtype="int8")
-    b8 = te.placeholder((6, 10), name="b8", dtype="int8")
-    s8 = te.compute((6, 10), lambda i, j: a8[i, j] + b8[i, j], name="s8")  # wraps like C int8
-    kk = te.reduce_axis((0, 10), name="kk")
-    r32 = te.compute((6,), lambda i: te.sum(a8[i, kk].astype("int32"), axis=kk), name="r32")
-
-    n = 512
-    src = te.placeholder((n,), name="src", dtype="float32")
-    tmp = te.compute((n,), lambda i: src[i] * 2, name="tmp")  # an intermediate: workspace
-    dst = te.compute((n,), lambda i: tmp[n - 1 - i] + 1, name="dst")
-
-    one = te.placeholder((1,), name="one", dtype="float32")
-    one_out = te.compute((1,), lambda i: one[i], name="one_out")
-    return {
-        "dense": te.create_prim_func([x, w, y]),
-        "add_i8": te.create_prim_func([a8, b8, s8]),
-        "rowsum_i8": te.create_prim_func([a8, r32]),
-        "reverse_scale": te.create_prim_func([src, dst]),
-        "noop": te.create_prim_func([one, one_out]),
-    }
-
-
-@pytest.fixture(scope="session")
-def kernels_mlf(tmp_path_factory) -> Path:
-    tvm = pytest.importorskip("tvm")
-    from microtvm_registry.compile.mlf import export_model_library_format
-
-    path = tmp_path_factory.mktemp("mlf") / "kernels.tar"
-    return export_model_library_format(tvm.IRModule(kernels_module(tvm)), path, model_name="kernels")

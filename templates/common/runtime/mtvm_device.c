@@ -309,6 +309,7 @@ static void handle_time(const uint8_t* p, uint32_t n) {
   }
   put_u32(out, repeat);
   for (uint32_t r = 0; r < repeat; ++r) {
+    mtvm_port_ticks_restart();
     uint64_t start = mtvm_port_ticks();
     for (uint32_t i = 0; i < number; ++i) {
       mtvm_workspace_reset();

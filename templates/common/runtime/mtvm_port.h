@@ -23,8 +23,11 @@ void mtvm_port_flush(void);
 void* mtvm_port_alloc(size_t n);
 void mtvm_port_free(void* ptr);
 
-/* A free-running, monotonic counter, and what it counts. */
+/* A monotonic counter, and what it counts. mtvm_port_ticks_restart() is called right before a
+ * timed stretch: a timer restarted there ticks in the same phase relative to the code every
+ * time, so emulated counts repeat exactly from run to run. */
 uint64_t mtvm_port_ticks(void);
+void mtvm_port_ticks_restart(void);
 
 enum {
   MTVM_CLOCK_NANOSECONDS = 0,  /* wall-clock nanoseconds (a host program) */

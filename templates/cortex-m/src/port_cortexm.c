@@ -102,6 +102,16 @@ uint64_t mtvm_port_ticks(void) {
   return (uint64_t)wraps * (SYSTICK_RELOAD + 1u) + (SYSTICK_RELOAD - value);
 }
 
+void mtvm_port_ticks_restart(void) {
+  if (g_use_dwt) return; /* counts every cycle: no phase to align */
+  /* Stopped, cleared and started again, SysTick counts from this instruction on (QEMU starts
+   * the period at the enabling write), so the instructions of a timed call fall on the same
+   * tick boundaries in every run. */
+  SYST_CSR = 0;
+  SYST_CVR = 0;
+  SYST_CSR = 0x7u;
+}
+
 void mtvm_port_clock(mtvm_clock_info* info) {
   info->cpu_hz = MTVM_CPU_HZ;
   info->icount_shift = MTVM_ICOUNT_SHIFT;

@@ -59,6 +59,8 @@ uint64_t mtvm_port_ticks(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+void mtvm_port_ticks_restart(void) {}
+
 void mtvm_port_clock(mtvm_clock_info* info) {
   info->kind = MTVM_CLOCK_NANOSECONDS;
   info->icount_shift = -1;

@@ -1,0 +1,120 @@
+"""What goes wrong on a board says so in one line, and never leaves QEMU running: a model that
+does not fit, a firmware that never answers, QEMU killed mid-session, the server killed."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TEMPLATE, qemu_pids
+from microtvm_registry.device.session import Session
+from microtvm_registry.errors import BuildError, ProjectError, SessionError
+from microtvm_registry.project import GeneratedProject, generate_project
+from microtvm_registry.project_api import server
+
+pytestmark = pytest.mark.needs_tvm
+
+SILENT_MAIN = """
+/* A firmware of the test's own that boots and never answers. */
+int main(void) {
+  for (;;) __asm volatile("wfi");
+}
+"""
+
+
+def test_a_model_that_does_not_fit_names_the_region_and_the_bytes(tmp_path, kernels_mlf):
+    project = generate_project(
+        TEMPLATE, kernels_mlf, tmp_path / "big", {"board": "mps2-an386", "workspace_size_bytes": 8 << 20}
+    )
+    with project, pytest.raises(BuildError) as info:
+        project.build()
+    line = str(info.value).splitlines()[0]
+    assert "does not fit mps2-an386: region RAM needs" in line
+    needed = int(line.split("needs ")[1].split()[0])
+    assert needed > 8 << 20
+    assert "the board has 4194304" in line
+    assert not (tmp_path / "big" / "build" / "firmware.elf").exists()
+
+
+def _silent_project(built_boards, fresh_copy) -> Path:
+    project_dir = fresh_copy(built_boards.get("mps2-an386"))
+    (project_dir / "src" / "main.c").write_text(SILENT_MAIN)
+    with GeneratedProject.from_directory(project_dir) as project:
+        project.build()
+    return project_dir
+
+
+def test_flashing_a_firmware_that_never_answers_fails_and_ends_qemu(built_boards, fresh_copy):
+    project_dir = _silent_project(built_boards, fresh_copy)
+    (project_dir / "flashed" / "firmware.elf").unlink()
+    with GeneratedProject.from_directory(project_dir) as project:
+        start = time.monotonic()
+        with pytest.raises(ProjectError, match="did not answer on mps2-an386 within 3 s.*QEMU was stopped"):
+            project.flash({"boot_timeout_sec": 3})
+        assert time.monotonic() - start < 30
+    assert not (project_dir / "flashed" / "firmware.elf").exists()
+
+
+def test_a_session_with_a_silent_firmware_times_out_clearly(built_boards, fresh_copy):
+    project_dir = _silent_project(built_boards, fresh_copy)
+    # put the silent image in place of the flashed one, as a bad flash would
+    (project_dir / "flashed" / "firmware.elf").write_bytes((project_dir / "build" / "firmware.elf").read_bytes())
+    with pytest.raises(SessionError, match="hello: the device sent nothing for 2 s"):
+        with Session.open(project_dir, timeout_sec=2):
+            pass
+
+
+def _qemu_child_of(pid: int) -> int:
+    for qpid in qemu_pids():
+        with open(f"/proc/{qpid}/stat") as fh:
+            if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                return qpid
+    raise AssertionError(f"no QEMU started by process {pid}")
+
+
+def test_qemu_killed_mid_session_is_a_closed_transport_that_says_why(built_boards):
+    x = np.ones((4, 16), np.float32)
+    w = np.ones((8, 16), np.float32)
+    with GeneratedProject.from_directory(built_boards.get("mps2-an386")) as project:
+        with Session.open(project) as sess:
+            sess.run("dense", {"x": x, "w": w})
+            os.kill(_qemu_child_of(project._ensure_client().process.pid), signal.SIGKILL)
+            with pytest.raises(server.TransportClosedError, match="killed by signal 9"):
+                sess.run("dense", {"x": x, "w": w})
+
+
+def test_killing_the_server_ends_its_qemu(built_boards):
+    with GeneratedProject.from_directory(built_boards.get("mps2-an386")) as project:
+        with project.transport() as transport:
+            server_pid = project._ensure_client().process.pid
+            qemu = _qemu_child_of(server_pid)
+            os.kill(server_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+            while qemu in qemu_pids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert qemu not in qemu_pids()
+            with pytest.raises(Exception):
+                transport.read(1, timeout_sec=2)
+
+
+def test_open_transport_before_flash_says_to_flash(built_boards, fresh_copy):
+    project_dir = fresh_copy(built_boards.get("mps2-an500", flash=False))
+    with GeneratedProject.from_directory(project_dir) as project:
+        with pytest.raises(ProjectError, match="flash the project first"):
+            with project.transport():
+                pass
+
+
+def test_build_report_is_written_and_fits(built_boards):
+    report = json.loads((built_boards.get("mps3-an547") / "build" / "build-report.json").read_text())
+    regions = {r["name"]: r for r in report["regions"]}
+    assert regions["FLASH"]["origin"] == 0x10000000 and regions["RAM"]["origin"] == 0x30000000
+    assert 0 < regions["FLASH"]["used"] < regions["FLASH"]["length"]
+    assert regions["RAM"]["used"] >= report["ram"]["workspace_bytes"] + report["ram"]["stack_bytes"]
+    assert report["ram"]["workspace_bytes"] == 64 * 1024
+    assert report["flash"]["code_bytes"] > 1000
