@@ -7,6 +7,7 @@ bytes are there (1..n, as ``read_transport`` promises) and raises the server lib
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Optional
 
 from ..errors import MicrotvmError
@@ -47,8 +48,12 @@ class SerialTransport:
         self._error_types = (serial.SerialException, OSError)
 
     def _closed(self) -> server.TransportClosedError:
+        """The error for a line that went dead. TransportClosedError carries no text on the wire
+        (as in TVM), so the reason (QEMU's exit) goes to stderr, which the user sees."""
         why = self._alive()
-        return server.TransportClosedError(why) if why else server.TransportClosedError()
+        if why:
+            print(f"microtvm: the serial line {self.port} closed: {why}", file=sys.stderr, flush=True)
+        return server.TransportClosedError()
 
     def read(self, n: int, timeout_sec: Optional[float]) -> bytes:
         if self._serial is None:

@@ -54,7 +54,7 @@ def test_flashing_a_firmware_that_never_answers_fails_and_ends_qemu(built_boards
     (project_dir / "flashed" / "firmware.elf").unlink()
     with GeneratedProject.from_directory(project_dir) as project:
         start = time.monotonic()
-        with pytest.raises(ProjectError, match="did not answer on mps2-an386 within 3 s.*QEMU was stopped"):
+        with pytest.raises(server.ServerError, match="did not answer on mps2-an386 within 3 s.*QEMU was stopped"):
             project.flash({"boot_timeout_sec": 3})
         assert time.monotonic() - start < 30
     assert not (project_dir / "flashed" / "firmware.elf").exists()
@@ -69,30 +69,39 @@ def test_a_session_with_a_silent_firmware_times_out_clearly(built_boards, fresh_
             pass
 
 
-def _qemu_child_of(pid: int) -> int:
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[1])
+
+
+def _our_qemu():
+    """(QEMU pid, the server that started it) among this test process's descendants."""
     for qpid in qemu_pids():
-        with open(f"/proc/{qpid}/stat") as fh:
-            if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
-                return qpid
-    raise AssertionError(f"no QEMU started by process {pid}")
+        chain, pid = [], qpid
+        while pid > 1:
+            pid = _parent(pid)
+            chain.append(pid)
+        if os.getpid() in chain:
+            return qpid, chain[0]
+    raise AssertionError("no QEMU was started by this test")
 
 
-def test_qemu_killed_mid_session_is_a_closed_transport_that_says_why(built_boards):
+def test_qemu_killed_mid_session_is_a_closed_transport_that_says_why(built_boards, capfd):
     x = np.ones((4, 16), np.float32)
     w = np.ones((8, 16), np.float32)
     with GeneratedProject.from_directory(built_boards.get("mps2-an386")) as project:
         with Session.open(project) as sess:
             sess.run("dense", {"x": x, "w": w})
-            os.kill(_qemu_child_of(project._ensure_client().process.pid), signal.SIGKILL)
-            with pytest.raises(server.TransportClosedError, match="killed by signal 9"):
+            os.kill(_our_qemu()[0], signal.SIGKILL)
+            with pytest.raises(server.TransportClosedError):
                 sess.run("dense", {"x": x, "w": w})
+    assert "closed: QEMU (mps2-an386) was killed by signal 9" in capfd.readouterr().err
 
 
 def test_killing_the_server_ends_its_qemu(built_boards):
     with GeneratedProject.from_directory(built_boards.get("mps2-an386")) as project:
         with project.transport() as transport:
-            server_pid = project._ensure_client().process.pid
-            qemu = _qemu_child_of(server_pid)
+            qemu, server_pid = _our_qemu()
             os.kill(server_pid, signal.SIGKILL)
             deadline = time.monotonic() + 5
             while qemu in qemu_pids() and time.monotonic() < deadline:
@@ -105,7 +114,7 @@ def test_killing_the_server_ends_its_qemu(built_boards):
 def test_open_transport_before_flash_says_to_flash(built_boards, fresh_copy):
     project_dir = fresh_copy(built_boards.get("mps2-an500", flash=False))
     with GeneratedProject.from_directory(project_dir) as project:
-        with pytest.raises(ProjectError, match="flash the project first"):
+        with pytest.raises(server.ServerError, match="flash the project first"):
             with project.transport():
                 pass
 

@@ -18,6 +18,7 @@
 #define DWT_CTRL (*(volatile uint32_t*)0xE0001000u)
 #define DWT_CYCCNT (*(volatile uint32_t*)0xE0001004u)
 #define NVIC_ISER ((volatile uint32_t*)0xE000E100u)
+#define SCB_ICSR (*(volatile uint32_t*)0xE000ED04u)
 #define SYSTICK_RELOAD 0x00FFFFFFu
 
 /* ------------------------------------------------------------------ the UART ring */
@@ -109,7 +110,11 @@ void mtvm_port_ticks_restart(void) {
    * tick boundaries in every run. */
   SYST_CSR = 0;
   SYST_CVR = 0;
+  SCB_ICSR = 1u << 25; /* PENDSTCLR: no wrap left over from before */
+  g_systick_wraps = 0;
   SYST_CSR = 0x7u;
+  while (SYST_CVR == 0) { /* the first tick loads the reload value */
+  }
 }
 
 void mtvm_port_clock(mtvm_clock_info* info) {
