@@ -32,7 +32,7 @@ FLOORS: List[List[str]] = [
     ["project_api.client", "project_api.tvm_compat"],
     ["project"],
     ["compile", "compile.dtypes", "compile.mlf"],
-    ["device", "device.protocol", "device.session"],
+    ["device", "device.protocol", "device.session", "device.serial_transport", "device.qemu"],
     ["host", "host.mlf", "host.protocol", "host.session", "cli", "cli._common", "cli.registry_cmds",
      "cli.project_cmds", "cli.host_cmds", "__main__"],
 ]

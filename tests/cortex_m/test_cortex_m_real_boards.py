@@ -1,0 +1,108 @@
+"""Real boards, as far as this machine can go without them: their firmware builds and fits, flashing
+runs the command the user gives, and the serial transport talks to a board over a real
+pseudo-terminal. The boards themselves are replaced by named test doubles: FakeFlasher (a script
+that records how it was called) and BoardOnAPty (a thread answering the session protocol)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import tty
+from pathlib import Path
+
+import pytest
+
+from conftest import BOARDS, REAL, TEMPLATE
+from microtvm_registry.device import protocol
+from microtvm_registry.project import GeneratedProject, generate_project
+from microtvm_registry.project_api import server
+
+pytestmark = pytest.mark.needs_tvm
+
+
+@pytest.mark.parametrize("board", REAL)
+def test_real_board_firmware_builds_and_fits(built_boards, board):
+    project = built_boards.get(board, flash=False)
+    report = json.loads((project / "build" / "build-report.json").read_text())
+    regions = {r["name"]: r for r in report["regions"]}
+    for region in BOARDS[board]["memory"]:
+        assert regions[region["name"]]["origin"] == int(region["origin"], 16)
+        assert 0 < regions[region["name"]]["used"] < region["length"]
+    assert (project / "build" / "firmware.bin").stat().st_size > 1000
+
+
+def test_flash_command_runs_with_the_image_filled_in(tmp_path, built_boards, fresh_copy):
+    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+    record = tmp_path / "calls.json"
+    flasher = tmp_path / "fake-flasher"  # FakeFlasher: stands in for a probe we do not have
+    flasher.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    flasher.chmod(0o755)
+    with GeneratedProject.from_directory(project_dir) as project:
+        project.flash({"flash_command": f"{flasher} --target {{board}} {{elf}}"})
+    assert json.loads(record.read_text()) == ["--target", "nucleo_l4r5zi", str(project_dir / "build" / "firmware.elf")]
+
+
+def test_flash_without_pyocd_or_a_command_says_what_to_install(built_boards, fresh_copy, monkeypatch):
+    project_dir = fresh_copy(built_boards.get("nucleo_f746zg", flash=False))
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # no pyocd there (the test venv has none either)
+    with GeneratedProject.from_directory(project_dir) as project:
+        with pytest.raises(server.ServerError, match=r"needs pyOCD \(pip install pyocd\) or -o flash_command"):
+            project.flash()
+
+
+def test_serial_port_auto_with_no_matching_device_lists_what_it_found(built_boards, fresh_copy):
+    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+    with GeneratedProject.from_directory(project_dir) as project:
+        with pytest.raises(server.ServerError, match=r"serial_port=auto: no connected device matches nucleo_l4r5zi \(0483:374b\); found:"):
+            with project.transport({"serial_port": "auto"}):
+                pass
+
+
+class BoardOnAPty(threading.Thread):
+    """Test double for a real board on a USB serial port: answers hello and echo on a pty."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.master, self.slave = os.openpty()  # the slave stays open: closing it hangs the line up
+        tty.setraw(self.slave)
+        self.port = os.ttyname(self.slave)
+        self.requests = []
+
+    def run(self) -> None:
+        decoder = protocol.FrameDecoder()
+        while True:
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:
+                return
+            for frame in decoder.feed(data):
+                self.requests.append(frame.type)
+                if frame.type == protocol.MSG_HELLO:
+                    reply = protocol.encode_frame(protocol.REPLY_HELLO, b"\x01\x00\x00\x00" + b"\x00" * 8 + b"\x00" * 4)
+                else:
+                    reply = protocol.encode_frame(protocol.REPLY_ECHO, frame.payload)
+                os.write(self.master, reply)
+
+
+def test_a_real_board_is_talked_to_over_its_serial_port(built_boards, fresh_copy):
+    from microtvm_registry.device.session import Session
+
+    board = BoardOnAPty()
+    board.start()
+    project_dir = fresh_copy(built_boards.get("nucleo_f746zg", flash=False))
+    with GeneratedProject.from_directory(project_dir) as project:
+        with project.transport({"serial_port": board.port}) as transport:
+            sess = Session(transport, timeout_sec=10)
+            assert sess.echo(b"\x00\x01\x11\x13 over a real pty") == b"\x00\x01\x11\x13 over a real pty"
+    assert board.requests == [protocol.MSG_HELLO, protocol.MSG_ECHO]
+    os.close(board.master)
+    os.close(board.slave)
+
+
+def test_a_missing_serial_port_is_one_clear_error(built_boards, fresh_copy):
+    project_dir = fresh_copy(built_boards.get("nucleo_f746zg", flash=False))
+    with GeneratedProject.from_directory(project_dir) as project:
+        with pytest.raises(server.ServerError, match=r"cannot open serial port /dev/ttyNOPE.*check the cable"):
+            with project.transport({"serial_port": "/dev/ttyNOPE"}):
+                pass
