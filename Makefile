@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-oldest-python bench clean
+.PHONY: demo test test-oldest-python bench clean board-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,18 @@ demo: $(VENV)/.installed-tvm
 		$(BIN)/microtvm demo; \
 	fi
 
-test: $(VENV)/.installed-tvm,test
+# The emulated-board tests need QEMU and the Arm toolchain: installed here when we may (root with
+# apt-get, as on CI), else named with the command to run.
+board-tools:
+	@if ! command -v arm-none-eabi-gcc >/dev/null 2>&1 || ! command -v qemu-system-arm >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BOARD_PACKAGES); \
+		else \
+			echo "make test: the emulated-board tests need $(BOARD_PACKAGES); run: sudo apt-get install $(BOARD_PACKAGES)" >&2; exit 1; \
+		fi; \
+	fi
+
+test: board-tools $(VENV)/.installed-tvm,test
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The oldest Python we support, without the tvm extra (apache-tvm has no wheels for it): the

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microtvm_registry import contentid
+from microtvm_registry.contentid import tree_id
 from support.servers import git
 
 
@@ -145,3 +146,21 @@ def test_random_trees_match_git(tmp_path, spec):
     case = tmp_path / uuid.uuid4().hex
     _build(case / "t", spec)
     assert contentid.tree_id(case / "t") == git_tree(case / "t", case / "g")
+
+
+def test_a_mounted_folder_hashes_as_if_it_were_a_subfolder(tmp_path):
+    import shutil
+
+    template, shared = tmp_path / "template", tmp_path / "shared"
+    (template / "src").mkdir(parents=True)
+    (template / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    (shared / "runtime").mkdir(parents=True)
+    (shared / "runtime" / "rt.c").write_text("/* shared */\n")
+    together = tmp_path / "together"
+    shutil.copytree(template, together)
+    shutil.copytree(shared, together / "common")
+    assert tree_id(template, {"common": shared}) == tree_id(together)
+    (shared / "runtime" / "rt.c").write_text("/* changed */\n")
+    assert tree_id(template, {"common": shared}) != tree_id(together)
+    with pytest.raises(ValueError, match="cannot be mounted"):
+        tree_id(together, {"common": shared})

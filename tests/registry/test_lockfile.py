@@ -62,7 +62,10 @@ def test_lock_pins_exact_source_and_content_id(acme):
     assert host.source.relpath == "templates/host"
     from microtvm_registry import get_packaged_resource
 
-    assert host.content_id == tree_id(get_packaged_resource("templates/host"))
+    # the id covers the shared device runtime the template builds from, hashed in as common/
+    assert host.source.include == ("templates/common",)
+    mounted = tree_id(get_packaged_resource("templates/host"), {"common": get_packaged_resource("templates/common")})
+    assert host.content_id == mounted != tree_id(get_packaged_resource("templates/host"))
     # No temporary files left beside the lockfile.
     assert sorted(p.name for p in acme["project"].iterdir()) == ["microtvm.lock"]
 
