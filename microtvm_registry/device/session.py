@@ -128,7 +128,7 @@ class Session:
         self._timeout = timeout_sec
         self._decoder = FrameDecoder()
         self._broken: Optional[str] = None
-        hello = self._exchange([(protocol.MSG_HELLO, b"")], "hello")[0]
+        hello = self._exchange([(protocol.MSG_HELLO, b"")], "hello", [None])[0]
         if hello.type != protocol.REPLY_HELLO:
             raise SessionError(f"device answered hello with message type 0x{hello.type:02x}; is it a host project?")
         self.hello = protocol.parse_hello(hello.payload)
@@ -257,7 +257,7 @@ class Session:
             requests = self._upload_requests(args, [True] * len(args))
             slots = list(range(len(args)))
             requests.append((protocol.MSG_TIME, protocol.time_payload(self._index[name], number, repeat, slots)))
-            replies = self._exchange(requests, name)
+            replies = self._exchange(requests, name, [0] * len(args) + [4 + 8 * repeat])
             times = replies[-1]
             if times.type != protocol.REPLY_TIMES:
                 raise SessionError(f"{name}: device answered time with message type 0x{times.type:02x}")
@@ -269,7 +269,7 @@ class Session:
 
     def echo(self, payload: bytes) -> bytes:
         """Round trip of ``payload`` through the device program (transport checks, benchmarks)."""
-        return self._exchange([(protocol.MSG_ECHO, payload)], "echo")[0].payload
+        return self._exchange([(protocol.MSG_ECHO, payload)], "echo", [len(payload)])[0].payload
 
     def device_stats(self) -> Dict[str, int]:
         """Counters kept by the device: frames and bytes received, calls made, bad frames, workspace."""
@@ -328,7 +328,8 @@ class Session:
         requests = self._upload_requests(args, upload_data)
         requests.append((protocol.MSG_CALL, protocol.call_payload(self._index[fn.name], list(range(len(args))))))
         requests += [(protocol.MSG_READ, protocol.slot_payload(i)) for i in read_back]
-        replies = self._exchange(requests, fn.name)
+        expect = [0] * (len(args) + 1) + [args[i].nbytes for i in read_back]
+        replies = self._exchange(requests, fn.name, expect)
         results = []
         for i, frame in zip(read_back, replies[len(args) + 1 :]):
             array = args[i]
@@ -339,12 +340,35 @@ class Session:
             results.append(np.frombuffer(frame.payload, dtype=array.dtype).reshape(array.shape).copy())
         return results
 
-    def _exchange(self, requests: Sequence[Tuple[int, bytes]], context: str) -> List[Frame]:
+    def _exchange(
+        self, requests: Sequence[Tuple[int, bytes]], context: str, expect: Optional[Sequence[Optional[int]]] = None
+    ) -> List[Frame]:
         data = b"".join(protocol.encode_frame(t, p) for t, p in requests)
-        return self._exchange_bytes(data, len(requests), context)
+        return self._exchange_bytes(data, len(requests), context, expect)
 
-    def _exchange_bytes(self, data: bytes, count: int, context: str) -> List[Frame]:
-        """Writes all requests at once, then collects ``count`` replies; raises the first error."""
+    def _want(self, expect: Sequence[Optional[int]], done: int) -> int:
+        """Bytes to ask of the transport: what the replies still to come should hold, as far as
+        their sizes are known (``expect``: payload bytes per reply, None where unknown).
+
+        Asking for exactly that lets a serial transport return the moment the last reply is in
+        (it keeps reading a burst until it has what was asked, see serial_transport); asking
+        for more would make it wait for a quiet line first. At least one whole frame header is
+        always asked, and never less than the frame at the head of the buffer still needs."""
+        total = 0
+        for size in expect[done:]:
+            if size is None:
+                total += protocol.HEADER_SIZE + protocol.TRAILER_SIZE
+                break
+            total += protocol.HEADER_SIZE + size + protocol.TRAILER_SIZE
+        return min(READ_CHUNK, max(self._decoder.needed(), total - self._decoder.pending))
+
+    def _exchange_bytes(
+        self, data: bytes, count: int, context: str, expect: Optional[Sequence[Optional[int]]] = None
+    ) -> List[Frame]:
+        """Writes all requests at once, then collects ``count`` replies; raises the first error.
+
+        ``expect`` gives each reply's payload size where known (see :meth:`_want`)."""
+        expect = list(expect) if expect is not None else [None] * count
         if self._broken:
             raise SessionError(f"the session is unusable after an earlier failure ({self._broken}); open a new one")
         server = _server_module()
@@ -352,7 +376,7 @@ class Session:
             self._transport.write(data, self._timeout)
             frames: List[Frame] = []
             while len(frames) < count:
-                want = min(READ_CHUNK, max(self._decoder.needed(), 1 << 16))
+                want = self._want(expect, len(frames))
                 try:
                     chunk = self._transport.read(want, self._timeout)
                 except server.IoTimeoutError:
