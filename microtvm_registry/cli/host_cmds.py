@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from ..errors import MicrotvmError, OptionError
-from ._common import add_json_flag, print_json
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json
 
 TVM_MISSING = "apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
 
@@ -42,6 +42,12 @@ def register(subparsers) -> None:
     )
     run.add_argument("-f", "--function", help="function to run (default: the model's only function)")
     run.add_argument("--output-dir", default=".", metavar="DIR", help="where to write OUTPUT.npy files (default: .)")
+    run.add_argument(
+        "--time",
+        action="store_true",
+        help="also time the function on the device (its own counter: instructions under QEMU -icount, cycles on a real board)",
+    )
+    add_option_flag(run)  # open_transport options, e.g. -o serial_port=/dev/ttyACM0 (or auto) for a real board
     add_json_flag(run)
     run.set_defaults(handler=cmd_run)
 
@@ -111,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             raise MicrotvmError(f"cannot read input {name} from {file}: {err}; pass a .npy file") from None
     written: List[Dict[str, Any]] = []
-    with Session.open(project_dir) as sess:
+    timing = None
+    with Session.open(project_dir, parse_key_values(args.options)) as sess:
         names = [f.name for f in sess.functions]
         function = args.function
         if function is None:
@@ -119,17 +126,47 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise OptionError(f"the model has {len(names)} functions ({', '.join(names)}); pick one with --function")
             function = names[0]
         outputs = sess.run(function, arrays)
+        if args.time:
+            fn = sess.function(function)
+            given = [arrays[a.name] if a.role != "output" else outputs[a.name] for a in fn.args]
+            timing = sess.time_evaluator(function, number=RUN_TIME_NUMBER, repeat=RUN_TIME_REPEAT)(*given)
     out_dir = Path(args.output_dir)
     for name, value in outputs.items():
         path = out_dir / f"{name}.npy"
         _save_npy(path, value)
         written.append({"name": name, "path": str(path), "dtype": str(value.dtype), "shape": list(value.shape)})
     if getattr(args, "json", False):
-        print_json({"function": function, "outputs": written})
+        result: Dict[str, Any] = {"function": function, "outputs": written}
+        if timing is not None:
+            result["time"] = {
+                "unit": timing.unit,
+                "mean_count": timing.mean_count,
+                "mean_seconds": timing.mean,
+                "counts": list(timing.counts),
+                "seconds": list(timing.results),
+                "number": timing.number,
+            }
+        print_json(result)
     else:
         for item in written:
             print(f"wrote {item['path']} ({item['dtype']}, shape {tuple(item['shape'])})")
+        if timing is not None:
+            print(f"time of {function} on the device: {describe_timing(timing)} (mean of {len(timing.results)} x {timing.number})")
     return 0
+
+
+RUN_TIME_NUMBER, RUN_TIME_REPEAT = 10, 3
+
+
+def describe_timing(timing: Any) -> str:
+    """A device timing in the words that say what was counted (never instructions as cycles)."""
+    if timing.unit in ("instructions", "cycles"):
+        return (
+            f"{timing.mean_count:.0f} {timing.unit} per call"
+            + (" (QEMU -icount: exact), " if timing.unit == "instructions" else ", ")
+            + f"{timing.mean * 1e6:.1f} us at the board's clock"
+        )
+    return f"{timing.mean * 1e6:.2f} us"
 
 
 # ----------------------------------------------------------------------------------------- demo
@@ -261,14 +298,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         err_fused = float(np.max(np.abs(fused - expected)))
         error = max(err_separate, err_fused)
         ok = bool(np.allclose(separate, expected, rtol=1e-4, atol=1e-4) and np.allclose(fused, expected, rtol=1e-4, atol=1e-4))
-        if timing.unit in ("instructions", "cycles"):
-            what = (
-                f"{timing.mean_count:.0f} {timing.unit} per call"
-                + (" (QEMU -icount: exact), " if timing.unit == "instructions" else ", ")
-                + f"{timing.mean * 1e6:.1f} us at the board's clock"
-            )
-        else:
-            what = f"{timing.mean * 1e6:.2f} us"
+        what = describe_timing(timing)
         print(
             f"  separate kernels: max abs error {err_separate:.3g}; fused kernel: max abs error {err_fused:.3g}; "
             f"fused kernel time on the device {what} (mean of {len(timing.results)} x {timing.number})",

@@ -136,11 +136,11 @@ class QemuBoard:
         if proc is None:
             return
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            # SIGKILL, not SIGTERM: QEMU holds nothing a clean exit would save (no disk images;
+            # the firmware is read-only), and a QEMU blocked writing to a pty that nobody reads
+            # any more only handles signals once its pty notices the reader left (1-2 s later),
+            # so a Ctrl-C mid-session waited that long for it.
+            proc.kill()
         proc.wait()
         self._proc = proc  # keep the exit status for exit_reason()
 

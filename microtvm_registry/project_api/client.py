@@ -212,14 +212,25 @@ def _descendant_pids(pid: int) -> List[int]:
     return found
 
 
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs. A zombie (dead, waiting for its parent, or for an init that may
+    be slow to reap in a container) has stopped: waiting on it would only spend the grace."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return True  # no /proc (not Linux): kill(0) is all we know
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return not fields or fields[0] not in (b"Z", b"X")
+
+
 def _stop_pids(pids: List[int]) -> None:
     """SIGTERM, a short grace, then SIGKILL for whatever of ``pids`` is still there."""
-    def alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
-            return False
+    alive = _running
 
     for pid in pids:
         try:

@@ -95,6 +95,8 @@ Where we differ from TVM's server, and why
     already imported by then, which every real template does at the top; otherwise it leaves
     logging alone, saving ~4 ms of start-up. ``--debug`` always configures it, and then every
     request and reply is logged.
+15. Ctrl-C (SIGINT, which reaches the client's whole process group) ends ``main`` with status
+    130 and no traceback: the client reports the interrupt once, on its own.
 
 Additions
 ---------
@@ -866,7 +868,12 @@ def main(handler: ProjectAPIHandler, argv=None) -> None:
     write_file = open(write_fd, "wb", buffering=0)
     server = ProjectAPIServer(read_file, write_file, handler)
     server._debug = debug
-    server.serve_forever()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the client's whole process group, this server included: the client
+        # says "interrupted" once, and a traceback from here would only bury that line.
+        sys.exit(130)
 
 
 # --------------------------------------------------------------------------------------------

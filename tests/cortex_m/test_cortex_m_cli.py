@@ -40,11 +40,24 @@ def test_create_build_flash_run_on_an_emulated_board(tmp_path, kernels_mlf):
     x, w = rng.standard_normal((4, 16), dtype=np.float32), rng.standard_normal((8, 16), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "w.npy", w)
-    out = run_cli("run", str(project), "-f", "dense", "-i", f"x={tmp_path / 'x.npy'}", "-i", f"w={tmp_path / 'w.npy'}",
-                  "--output-dir", str(tmp_path), "--json")
+    inputs = ["-f", "dense", "-i", f"x={tmp_path / 'x.npy'}", "-i", f"w={tmp_path / 'w.npy'}", "--output-dir", str(tmp_path)]
+    out = run_cli("run", str(project), *inputs, "--json", "--time")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["outputs"][0]["name"] == "y"
+    result = json.loads(out.stdout)
+    assert result["outputs"][0]["name"] == "y"
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), x @ w.T, rtol=1e-5, atol=1e-5)
+    # --time: the device's own count, in what it counts; exact under -icount, so every repeat agrees
+    timing = result["time"]
+    assert timing["unit"] == "instructions" and len(timing["counts"]) == 3
+    assert len(set(timing["counts"])) == 1 and timing["counts"][0] > 100
+    assert timing["mean_seconds"] == pytest.approx(timing["mean_count"] / 32e6)  # mps3-an547 runs at 32 MHz
+    out = run_cli("run", str(project), *inputs, "--time")
+    assert out.returncode == 0, out.stderr
+    assert "time of dense on the device: " in out.stdout and "instructions per call (QEMU -icount: exact)" in out.stdout
+    # -o goes to open_transport, checked against what the template declares
+    out = run_cli("run", str(project), *inputs, "-o", "serial_port=/dev/ttyNOPE", "-o", "nosuch=1")
+    assert out.returncode == 1
+    assert out.stderr.startswith("microtvm: error: unknown option 'nosuch' for the cortex-m project")
 
 
 def test_demo_on_the_emulated_cortex_m4():

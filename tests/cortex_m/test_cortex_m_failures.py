@@ -127,3 +127,49 @@ def test_build_report_is_written_and_fits(built_boards):
     assert regions["RAM"]["used"] >= report["ram"]["workspace_bytes"] + report["ram"]["stack_bytes"]
     assert report["ram"]["workspace_bytes"] == 64 * 1024
     assert report["flash"]["code_bytes"] > 1000
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_ctrl_c_mid_session_ends_everything_with_one_line(built_boards, fresh_copy):
+    """Ctrl-C reaches the CLI's whole process group (CLI, template server, QEMU), as in a
+    terminal. The silent firmware keeps the CLI waiting for hello, so the interrupt lands
+    mid-session every time."""
+    import subprocess
+    import sys
+
+    project_dir = _silent_project(built_boards, fresh_copy)
+    (project_dir / "flashed" / "firmware.elf").write_bytes((project_dir / "build" / "firmware.elf").read_bytes())
+    before = set(qemu_pids())
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "microtvm_registry", "run", str(project_dir), "-f", "dense"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's job has it
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not set(qemu_pids()) - before:
+            assert cli.poll() is None and time.monotonic() < deadline, "the session never started QEMU"
+            time.sleep(0.05)
+        started = set(qemu_pids()) - before
+        time.sleep(0.3)  # the session is now waiting on the silent board
+        os.killpg(cli.pid, signal.SIGINT)
+        out, err = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+    assert cli.returncode == 130
+    assert err.decode() == "microtvm: interrupted\n"  # no traceback from the CLI or the template's server
+    assert out == b""
+    # Nothing started for the session still runs once the CLI has returned (a zombie waiting to
+    # be reaped by init has stopped running; the autouse fixture waits for those to go).
+    assert {pid: _state(pid) for pid in started if _state(pid) not in ("Z", "X", "gone")} == {}

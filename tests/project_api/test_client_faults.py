@@ -223,3 +223,24 @@ def test_500_launches_leave_nothing_behind(tmp_path):
     assert outcomes["protocol2"] == {"UnsupportedProtocolVersionError"}
     assert outcomes["bad_id"] == {"MismatchedIdError"}
     assert outcomes["hang"] == {"ServerTimeoutError"}
+
+
+def test_a_zombie_counts_as_stopped():
+    """A process that has exited but is not reaped yet (its parent has not waited, or init in a
+    container is slow to) has stopped: the client must not spend its grace period waiting on it."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        while True:  # wait, without reaping, until it has exited
+            with open(f"/proc/{child.pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        assert C._running(child.pid) is False
+        os.kill(child.pid, 0)  # what the old check asked: it still "exists"
+    finally:
+        child.wait()
+    assert C._running(child.pid) is False
+    assert C._running(os.getpid()) is True
