@@ -34,3 +34,13 @@ def config_dir() -> Path:
 def is_offline(flag: bool = False) -> bool:
     """True when --offline was given or MICROTVM_REGISTRY_OFFLINE is set to a true value."""
     return flag or os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUE
+
+
+def runtime_dir() -> Path:
+    """Where running things leave notes for other commands (which emulated boards run, on which
+    pty): $XDG_RUNTIME_DIR/microtvm-registry where the session has one (cleared at logout, as
+    such notes should be), else a folder in the cache."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base and os.path.isdir(base):
+        return Path(base) / APP_NAME
+    return cache_dir() / "run"

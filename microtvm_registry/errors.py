@@ -77,3 +77,7 @@ class BuildError(ProjectError):
 
 class SessionError(MicrotvmError):
     """A host-driven session with a device failed (bad tensor, bad frame, device error)."""
+
+
+class BoardError(MicrotvmError):
+    """An unknown board, or no single connected device for a board (``serial_port=auto``)."""

@@ -1,7 +1,7 @@
 """Files shipped inside the wheel: packaged templates and indexes.
 
-In an installed wheel the top-level ``templates/`` and ``index/`` folders live inside the
-package as ``microtvm_registry/data/templates`` and ``microtvm_registry/data/index`` (see
+In an installed wheel the top-level ``templates/``, ``index/`` and ``boards/`` folders live inside
+the package as ``microtvm_registry/data/templates``, ``.../data/index`` and ``.../data/boards`` (see
 pyproject's package-dir); in a source checkout or an editable install they sit beside the
 package. Both are found here, so callers never care which.
 
@@ -22,7 +22,7 @@ from .errors import TemplateNotFoundError
 
 _PACKAGE = __name__.rsplit(".", 1)[0]
 _PACKAGE_DIR = Path(__file__).resolve().parent
-_DATA_ROOTS = ("templates", "index")
+_DATA_ROOTS = ("templates", "index", "boards")
 _DATA_DIR = "data"  # where the wheel puts templates/ and index/ inside the package
 EXTRACT_DIR = "packaged"
 
@@ -46,7 +46,8 @@ def _check_relpath(relpath: str) -> Tuple[str, ...]:
         or parts[0] not in _DATA_ROOTS
     ):
         raise TemplateNotFoundError(
-            f"packaged resource {relpath!r} is not a relative path under {' or '.join(_DATA_ROOTS)}/ "
+            f"packaged resource {relpath!r} is not a relative path under "
+            f"{', '.join(r + '/' for r in _DATA_ROOTS[:-1])} or {_DATA_ROOTS[-1]}/ "
             "(absolute paths and '..' are refused)"
         )
     return parts

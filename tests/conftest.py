@@ -44,6 +44,7 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "xdg-cache"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "xdg-config"))
     monkeypatch.delenv("MICROTVM_REGISTRY_OFFLINE", raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)  # notes of running boards go into the cache above
     # git: a private global config, a fixed identity, no prompts.
     gitconfig = home / "gitconfig"
     gitconfig.write_text("[user]\n\tname = microtvm tests\n\temail = tests@localhost\n[init]\n\tdefaultBranch = main\n")

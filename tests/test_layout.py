@@ -33,8 +33,10 @@ FLOORS: List[List[str]] = [
     ["project"],
     ["compile", "compile.dtypes", "compile.mlf"],
     ["device", "device.protocol", "device.session", "device.serial_transport", "device.qemu"],
+    # the board database (shipped data) and what is plugged in (pyserial, pyusb, running QEMUs)
+    ["boards", "boards.database", "boards.discovery"],
     ["host", "host.mlf", "host.protocol", "host.session", "cli", "cli._common", "cli.registry_cmds",
-     "cli.project_cmds", "cli.host_cmds", "__main__"],
+     "cli.project_cmds", "cli.host_cmds", "cli.board_cmds", "__main__"],
 ]
 FLOOR: Dict[str, int] = {name: n for n, names in enumerate(FLOORS) for name in names}
 

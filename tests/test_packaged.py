@@ -29,7 +29,7 @@ def test_packaged_host_template_and_index_are_real_folders():
 def test_refuses_absolute_dotdot_and_other_roots(bad):
     with pytest.raises(TemplateNotFoundError) as info:
         get_packaged_resource(bad)
-    assert "relative path under templates or index/" in str(info.value)
+    assert "relative path under templates/, index/ or boards/" in str(info.value)
 
 
 def test_unknown_name_lists_what_exists():

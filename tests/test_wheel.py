@@ -66,3 +66,10 @@ def test_wheel_install_outside_checkout(tmp_path):
     module_file, index_file = (Path(line) for line in proc.stdout.split())
     assert purelib.resolve() in module_file.resolve().parents
     assert purelib.resolve() in index_file.resolve().parents and index_file.read_text().startswith("# Curated index")
+    # the board database and the cortex-m template (with the runtime it shares) are wheel data too
+    boards = _run([microtvm, "boards", "--template", "cortex-m", "--emulated"], cwd=outside, env=env).stdout
+    assert "mps2-an386" in boards and "mps3-an547" in boards
+    proc = _run([vpython, "-c", "import microtvm_registry as m; print(m.get_packaged_resource('boards/boards.json')); "
+                 "print(m.get_packaged_resource('templates/common/runtime/mtvm_device.c'))"], cwd=outside, env=env)
+    for line in proc.stdout.split():
+        assert purelib.resolve() in Path(line).resolve().parents

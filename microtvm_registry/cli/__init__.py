@@ -22,6 +22,7 @@ GROUPS = {
     "registry_cmds": ("list", "show", "fetch", "path", "lock", "sync", "trust", "cache", "index"),
     "project_cmds": ("info", "create-project", "build", "flash"),
     "host_cmds": ("run", "demo"),
+    "board_cmds": ("boards", "devices"),
 }
 
 

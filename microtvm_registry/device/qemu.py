@@ -7,11 +7,15 @@ Why these choices (QEMU 7.2's mps2/mps3 machines):
 * ``-icount shift=N`` makes virtual time advance 2**N ns per instruction, so the firmware's timer
   counts instructions exactly and every run gives the same numbers;
 * QEMU must never outlive whoever started it: it is killed when its parent dies (Linux
-  ``PR_SET_PDEATHSIG``), on :meth:`close`, and at interpreter exit.
+  ``PR_SET_PDEATHSIG``), on :meth:`close`, and at interpreter exit;
+* while it runs, a note in the runtime folder (board, machine, pty, pid) lets ``microtvm
+  devices`` list it beside real boards (:func:`running_boards`); the note goes with it, and a
+  note whose QEMU is gone (killed with its server) is ignored and removed by the next reader.
 """
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import shutil
@@ -21,6 +25,7 @@ import sys
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Deque, List, Optional, Sequence, Set
 
@@ -62,8 +67,17 @@ def qemu_command(machine: str, image: Path, icount_shift: Optional[int], qemu: s
 class QemuBoard:
     """``with QemuBoard(machine, elf) as board:`` then open ``board.pty`` (see the module docstring)."""
 
-    def __init__(self, machine: str, image: Path, icount_shift: Optional[int] = 0, *, start_timeout_sec: float = 20.0) -> None:
+    def __init__(
+        self,
+        machine: str,
+        image: Path,
+        icount_shift: Optional[int] = 0,
+        *,
+        start_timeout_sec: float = 20.0,
+        board: Optional[str] = None,
+    ) -> None:
         self.machine = machine
+        self.board = board or machine
         self.image = Path(image)
         self.icount_shift = icount_shift
         self.start_timeout_sec = start_timeout_sec
@@ -71,6 +85,7 @@ class QemuBoard:
         self._proc: Optional[subprocess.Popen] = None
         self._stderr: Deque[str] = deque(maxlen=20)
         self._found = threading.Event()
+        self._note: Optional[Path] = None  # the running-board note, while QEMU runs
 
     # ---------------------------------------------------------------- lifetime
 
@@ -97,6 +112,7 @@ class QemuBoard:
             if time.monotonic() > deadline:
                 self.close()
                 raise QemuError(f"{self.machine}: QEMU did not open its serial port within {self.start_timeout_sec:.0f} s")
+        self._note = _write_note(self)
         return self.pty  # type: ignore[return-value]
 
     def _drain(self, proc: subprocess.Popen) -> None:
@@ -133,6 +149,9 @@ class QemuBoard:
     def close(self) -> None:
         proc, self._proc = self._proc, None
         _LIVE.discard(self)
+        note, self._note = self._note, None
+        if note is not None:
+            _remove(note)
         if proc is None:
             return
         if proc.poll() is None:
@@ -150,6 +169,82 @@ class QemuBoard:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------ running boards, for `devices`
+
+@dataclass(frozen=True)
+class RunningBoard:
+    """An emulated board whose QEMU runs now: its UART is on ``pty``."""
+
+    board: str
+    machine: str
+    pty: str
+    pid: int
+    image: str
+
+
+def _notes_dir() -> Path:
+    from ..dirs import runtime_dir
+
+    return runtime_dir() / "qemu"
+
+
+def _write_note(board: "QemuBoard") -> Optional[Path]:
+    """Best effort: a board that cannot leave a note still runs (devices just will not list it)."""
+    try:
+        folder = _notes_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{board.pid}.json"
+        tmp = folder / f".{board.pid}.json.tmp"
+        note = {"board": board.board, "machine": board.machine, "pty": board.pty, "pid": board.pid, "image": str(board.image)}
+        tmp.write_text(json.dumps(note) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+    except OSError:
+        return None
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _is_running_qemu(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # no /proc: all we can ask
+            return True
+        except OSError:
+            return False
+    comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")]
+    state = stat[stat.rfind(b")") + 2 :].split()[:1]
+    return comm == QEMU.encode()[:15] and state not in ([b"Z"], [b"X"])
+
+
+def running_boards() -> List[RunningBoard]:
+    """Every emulated board whose QEMU runs now (on this machine, for this user's runtime folder)."""
+    try:
+        paths = sorted(_notes_dir().glob("*.json"))
+    except OSError:
+        return []
+    found = []
+    for path in paths:
+        try:
+            note = json.loads(path.read_text(encoding="utf-8"))
+            board = RunningBoard(str(note["board"]), str(note["machine"]), str(note["pty"]), int(note["pid"]), str(note["image"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _is_running_qemu(board.pid) and os.path.exists(board.pty):
+            found.append(board)
+        else:
+            _remove(path)  # its QEMU went without closing (killed with its server)
+    return found
 
 
 @atexit.register

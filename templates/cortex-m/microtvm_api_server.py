@@ -333,7 +333,7 @@ def _boot_check(board: Dict[str, Any], image: Path, icount: bool, timeout_sec: f
     from microtvm_registry.device.qemu import QemuBoard
     from microtvm_registry.device.serial_transport import SerialTransport
 
-    qemu = QemuBoard(board["qemu"]["machine"], image, 0 if icount else None)
+    qemu = QemuBoard(board["qemu"]["machine"], image, 0 if icount else None, board=board["name"])
     start = time.monotonic()
     qemu.start()
     try:
@@ -366,21 +366,14 @@ def _boot_check(board: Dict[str, Any], image: Path, icount: bool, timeout_sec: f
 
 
 def _auto_port(board: Dict[str, Any]) -> str:
-    from serial.tools import list_ports
+    """The one connected device that can be this board (``serial_port=auto``)."""
+    from microtvm_registry.boards.discovery import pick_port
+    from microtvm_registry.errors import BoardError
 
-    ids = {(u["vid"].lower(), u["pid"].lower()) for u in board.get("usb", [])}
-    ports = list(list_ports.comports())
-    matching = [p for p in ports if p.vid is not None and (f"{p.vid:04x}", f"{p.pid:04x}") in ids]
-    if len(matching) == 1:
-        return matching[0].device
-    found = ", ".join(f"{p.device} ({p.vid:04x}:{p.pid:04x})" if p.vid is not None else p.device for p in ports) or "no serial ports"
-    want = ", ".join(f"{v}:{p}" for v, p in sorted(ids)) or "no USB ids in boards.json"
-    if not matching:
-        raise CortexMError(f"serial_port=auto: no connected device matches {board['name']} ({want}); found: {found}")
-    raise CortexMError(
-        f"serial_port=auto: {len(matching)} connected devices match {board['name']}: "
-        f"{', '.join(p.device for p in matching)}; pass -o serial_port=PORT"
-    )
+    try:
+        return pick_port(board["name"])
+    except BoardError as err:
+        raise CortexMError(str(err)) from None
 
 
 class Handler(server.ProjectAPIHandler):
@@ -555,7 +548,9 @@ class Handler(server.ProjectAPIHandler):
                 if not image.is_file():
                     raise CortexMError(f"{image} does not exist; flash the project first (microtvm flash {PROJECT_DIR})")
                 install_signal_cleanup()
-                self._qemu = QemuBoard(board["qemu"]["machine"], image, 0 if CONFIG.get("icount", True) else None)
+                self._qemu = QemuBoard(
+                    board["qemu"]["machine"], image, 0 if CONFIG.get("icount", True) else None, board=board["name"]
+                )
                 self._qemu.start()
                 self._transport = SerialTransport(self._qemu.pty, alive=self._qemu.exit_reason)
             else:

@@ -54,7 +54,7 @@ def test_flash_without_pyocd_or_a_command_says_what_to_install(built_boards, fre
 def test_serial_port_auto_with_no_matching_device_lists_what_it_found(built_boards, fresh_copy):
     project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
     with GeneratedProject.from_directory(project_dir) as project:
-        with pytest.raises(server.ServerError, match=r"serial_port=auto: no connected device matches nucleo_l4r5zi \(0483:374b\); found:"):
+        with pytest.raises(server.ServerError, match=r"serial_port=auto: no connected device can be nucleo_l4r5zi \(0483:374b\); found:"):
             with project.transport({"serial_port": "auto"}):
                 pass
 
@@ -105,4 +105,37 @@ def test_a_missing_serial_port_is_one_clear_error(built_boards, fresh_copy):
     with GeneratedProject.from_directory(project_dir) as project:
         with pytest.raises(server.ServerError, match=r"cannot open serial port /dev/ttyNOPE.*check the cable"):
             with project.transport({"serial_port": "/dev/ttyNOPE"}):
+                pass
+
+
+def test_serial_port_auto_finds_the_one_board_that_can_be_the_projects(built_boards, fresh_copy, monkeypatch, tmp_path):
+    """The UsbDouble says an ST-LINK/V2-1 is on a port, and that port is a real pty with the
+    BoardOnAPty double behind it: the template's server picks it by itself and talks to it."""
+    from microtvm_registry.device.session import Session
+    from support.usb_double import environment, with_port
+
+    board = BoardOnAPty()
+    board.start()
+    for key, value in environment(with_port("one_nucleo_l4r5zi", 0, board.port), tmp_path).items():
+        monkeypatch.setenv(key, value)  # the template's server inherits these: the double is in there
+    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+    try:
+        with GeneratedProject.from_directory(project_dir) as project:
+            with project.transport({"serial_port": "auto"}) as transport:
+                assert Session(transport, timeout_sec=10).echo(b"found by auto") == b"found by auto"
+    finally:
+        os.close(board.master)
+        os.close(board.slave)
+    assert board.requests == [protocol.MSG_HELLO, protocol.MSG_ECHO]
+
+
+def test_serial_port_auto_with_two_candidates_names_both(built_boards, fresh_copy, monkeypatch, tmp_path):
+    from support.usb_double import SCENARIOS, environment
+
+    for key, value in environment(SCENARIOS["two_stlinks"], tmp_path).items():
+        monkeypatch.setenv(key, value)
+    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+    with GeneratedProject.from_directory(project_dir) as project:
+        with pytest.raises(server.ServerError, match=r"2 connected devices can be nucleo_l4r5zi: /dev/ttyACM0 \(0483:374b\), /dev/ttyACM1"):
+            with project.transport({"serial_port": "auto"}):
                 pass
