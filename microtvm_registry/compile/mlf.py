@@ -311,11 +311,13 @@ def write_model_library_format(
     headers: Optional[Mapping[str, Path]] = None,
     ir_text: Optional[str] = None,
     extra_metadata: Optional[Mapping[str, Any]] = None,
+    extra_members: Optional[Mapping[str, bytes]] = None,
 ) -> Path:
     """Writes an uncompressed MLF tar at ``path`` (atomically) and returns its path.
 
     ``c_sources`` maps file names (``default_lib0.c``) to C text; ``headers`` maps include names
-    to files (default: the include closure of the sources in the installed TVM packages).
+    to files (default: the include closure of the sources in the installed TVM packages);
+    ``extra_members`` adds other files by their path in the archive (a model's plan, runtime).
     """
     path = Path(path)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model_name):
@@ -375,6 +377,9 @@ def write_model_library_format(
             if ir_text is not None:
                 ensure_dirs("src/tir-1.txt")
                 _tar_add_bytes(tar, "src/tir-1.txt", ir_text.encode("utf-8"), mtime)
+            for rel, data in sorted((extra_members or {}).items()):
+                ensure_dirs(rel)
+                _tar_add_bytes(tar, rel, data, mtime)
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name):

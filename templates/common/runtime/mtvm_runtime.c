@@ -108,6 +108,15 @@ uint64_t mtvm_workspace_size(void) { return g_arena_size; }
 uint64_t mtvm_workspace_free_bytes(void) { return g_arena_size - g_arena_top; }
 uint64_t mtvm_workspace_peak(void) { return g_arena_peak; }
 
+void mtvm_workspace_swap(void* buffer, uint64_t size, void** prev_buffer, uint64_t* prev_size) {
+  *prev_buffer = g_arena;
+  *prev_size = g_arena_size;
+  g_arena = (uint8_t*)buffer;
+  g_arena_size = buffer != NULL ? size : 0;
+  g_arena_top = 0;
+  g_num_blocks = 0;
+}
+
 void* TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t nbytes, int dtype_code_hint,
                                int dtype_bits_hint) {
   (void)device_id;

@@ -41,6 +41,9 @@ void mtvm_workspace_reset(void);
 uint64_t mtvm_workspace_size(void);
 uint64_t mtvm_workspace_free_bytes(void);
 uint64_t mtvm_workspace_peak(void);
+/* Points the workspace at another arena (a compiled model's own, for the length of its run) and
+ * returns the one in use through prev_buffer / prev_size, to be swapped back afterwards. */
+void mtvm_workspace_swap(void* buffer, uint64_t size, void** prev_buffer, uint64_t* prev_size);
 
 /* The last error raised by generated code or by this runtime (kind, message). */
 void mtvm_clear_error(void);

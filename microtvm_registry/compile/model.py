@@ -1,0 +1,112 @@
+"""``microtvm compile MODEL.onnx -o model.tar``: a whole model to Model Library Format.
+
+import (onnx_frontend) -> lower and plan (lower) -> the model's C (model_c) -> one MLF tar that
+any template consumes: ``codegen/host/src`` holds the kernels and the model's C,
+``codegen/host/include`` the TVM headers and ``<model>_model.h``, ``plan.json`` the plan, and
+``runtime/`` the C runtime a user's own firmware links with the model (no libtvm). The model is
+also a function of the MLF (``<model>``: inputs then outputs), so ``microtvm run`` and a
+``Session`` run it like any kernel; its kernels stay callable one by one too.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from .mlf import ArgInfo, FunctionInfo, write_model_library_format
+from .onnx_frontend import ModelError, import_onnx, input_shapes, load_onnx, operator_counts
+from .plan import Plan
+
+PLAN_FILE = "plan.json"
+RUNTIME_FILES = ("mtvm_runtime.c", "mtvm_runtime.h")
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    path: Path
+    name: str
+    target: str
+    plan: Plan
+
+    @property
+    def summary(self) -> Dict[str, Any]:
+        return self.plan.summary()
+
+
+def model_name_for(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(path).stem) or "model"
+    return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+
+
+def model_functions(name: str, plan: Plan, kernels: Sequence[FunctionInfo]) -> List[FunctionInfo]:
+    """The MLF's function list: the model itself first, then its per-call ticks, then its kernels."""
+    clashes = {k.name for k in kernels} & {name, f"{name}_call_ticks"}
+    if clashes:
+        raise ModelError(f"the model name {name!r} is also a kernel's name; pass another with --name")
+    args = [ArgInfo(t.name, t.shape, t.dtype, "input") for t in plan.inputs]
+    args += [ArgInfo(t.name, t.shape, t.dtype, "output") for t in plan.outputs]
+    ticks = FunctionInfo(f"{name}_call_ticks", (ArgInfo("ticks", (max(len(plan.calls), 1),), "uint64", "output"),), 0)
+    return [FunctionInfo(name, tuple(args), plan.workspace_bytes), ticks] + list(kernels)
+
+
+def compile_model(
+    model_path: Path,
+    output: Path,
+    *,
+    target: str = "host",
+    inputs: Optional[Mapping[str, Sequence[int]]] = None,
+    name: Optional[str] = None,
+) -> CompiledModel:
+    """Compiles the ONNX model at ``model_path`` for ``target`` into the MLF tar ``output``."""
+    from ..packaged import get_packaged_resource
+    from .lower import lower
+    from .model_c import header_source, model_source
+
+    model_path = Path(model_path)
+    name = name or model_name_for(model_path)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ModelError(f"model name {name!r} is not a C identifier; use letters, digits and _")
+    model = load_onnx(model_path)
+    shapes = input_shapes(model, dict(inputs or {}), model_path)
+    try:
+        import tvm  # noqa: F401 - the importer and the compiler
+    except ImportError:
+        raise ModelError("apache-tvm is not installed; pip install 'microtvm-registry[tvm,onnx]'") from None
+    mod = import_onnx(model, shapes, model_path)
+    plan, kernel_source, kernels, constants = lower(mod, target, list(shapes), [o.name for o in model.graph.output])
+    plan.operators = operator_counts(model)
+    functions = model_functions(name, plan, kernels)
+
+    runtime = get_packaged_resource("templates/common/runtime")
+    members = {f"runtime/{f}": (runtime / f).read_bytes() for f in RUNTIME_FILES}
+    members[PLAN_FILE] = (json.dumps(plan.to_json(), indent=2) + "\n").encode()
+    members[f"codegen/host/include/{name}_model.h"] = header_source(name, plan).encode()
+    import tvm
+
+    write_model_library_format(
+        output,
+        c_sources={f"{name}_lib0.c": kernel_source, f"{name}_model.c": model_source(name, plan, constants)},
+        functions=functions,
+        model_name=name,
+        target=json.dumps(_target_json(target)),
+        extra_metadata={"model": {"source": model_path.name, "target": target, "plan": PLAN_FILE, **plan.summary()},
+                        "tvm_version": tvm.__version__},
+        extra_members=members,
+    )
+    return CompiledModel(Path(output), name, target, plan)
+
+
+def _target_json(target: str) -> Dict[str, Any]:
+    from .lower import target_json
+
+    return target_json(target)
+
+
+def load_plan(mlf_dir: Path) -> Optional[Plan]:
+    """The plan of an extracted MLF folder, or None for an MLF of kernels only."""
+    path = Path(mlf_dir) / PLAN_FILE
+    if not path.is_file():
+        return None
+    return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,141 @@
+"""Reading an ONNX model for compilation: the file, its input shapes, its operators, then TVM's
+importer. Everything a user can get wrong is found here, before TVM runs, and said in one line
+(a corrupt file, a dynamic shape with no ``--input``, operators the importer lacks).
+
+onnx and tvm are imported inside the functions: ``microtvm`` without the extras still starts.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import MicrotvmError
+
+ONNX_MISSING = "onnx is not installed; pip install 'microtvm-registry[onnx]' (or pip install onnx)"
+
+
+class ModelError(MicrotvmError):
+    """The model cannot be compiled: a bad file, a shape, an operator (the message says which)."""
+
+
+def _onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(ONNX_MISSING) from None
+    return onnx
+
+
+def load_onnx(path: Path) -> Any:
+    """The checked ModelProto at ``path`` (a corrupt or truncated file is one ModelError)."""
+    onnx = _onnx()
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+    except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError, others; all mean "not ONNX"
+        raise ModelError(f"{path} is not a readable ONNX model ({type(err).__name__}: {_first_line(err)}); re-export it") from None
+    if not model.graph.node:
+        raise ModelError(f"{path} holds no graph (not an ONNX model, or an empty one); re-export it")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as err:  # noqa: BLE001 - onnx.checker.ValidationError and friends
+        raise ModelError(f"{path} fails ONNX's checker: {_first_line(err)}") from None
+    return model
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def graph_inputs(model: Any) -> List[Tuple[str, List[Any], str]]:
+    """(name, dims, dtype) of every real input (initializers listed as inputs are weights)."""
+    onnx = _onnx()
+    initializers = {i.name for i in model.graph.initializer}
+    found = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        ttype = value.type.tensor_type
+        dims: List[Any] = []
+        for d in ttype.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(d.dim_param or "?")
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name if ttype.elem_type else "float32"
+        found.append((value.name, dims, dtype))
+    return found
+
+
+def parse_input_shapes(pairs: Sequence[str]) -> Dict[str, List[int]]:
+    """``["x=1,1,49,10"]`` (also ``1x1x49x10``) -> ``{"x": [1, 1, 49, 10]}``."""
+    shapes: Dict[str, List[int]] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        try:
+            dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            dims = []
+        if not sep or not name or not dims or any(d <= 0 for d in dims):
+            raise ModelError(f"--input {pair!r} is not of the form NAME=D0,D1,... with positive sizes")
+        shapes[name] = dims
+    return shapes
+
+
+def input_shapes(model: Any, given: Mapping[str, Sequence[int]], path: Path) -> Dict[str, List[int]]:
+    """Every input's static shape: the model's own, or the one given; a dynamic dimension left
+    open is an error naming the input and the flag that fixes it."""
+    inputs = graph_inputs(model)
+    names = [n for n, _, _ in inputs]
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise ModelError(f"--input {unknown[0]}: {path.name} has no input of that name; its inputs: {', '.join(names)}")
+    shapes = {}
+    for name, dims, _dtype in inputs:
+        if name in given:
+            want = list(given[name])
+            if len(want) != len(dims) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
+                raise ModelError(f"--input {name}={','.join(map(str, want))} does not fit the model's shape {dims}")
+            shapes[name] = want
+        elif all(isinstance(d, int) for d in dims):
+            shapes[name] = list(dims)
+        else:
+            example = ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
+            raise ModelError(
+                f"input {name} of {path.name} has a dynamic shape {dims}; give it a static one: --input {name}={example}"
+            )
+    return shapes
+
+
+def operator_counts(model: Any) -> Dict[str, int]:
+    return dict(Counter(n.op_type for n in model.graph.node))
+
+
+def unsupported_operators(model: Any) -> List[str]:
+    """Operators of the model that apache-tvm's ONNX importer has no converter for."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    known = set(onnx_frontend._get_convert_map())
+    return sorted({n.op_type for n in model.graph.node if n.op_type not in known})
+
+
+def import_onnx(model: Any, shapes: Mapping[str, Sequence[int]], path: Path) -> Any:
+    """TVM's Relax module for ``model`` (raises ModelError naming what the importer lacks)."""
+    missing = unsupported_operators(model)
+    if missing:
+        import tvm
+
+        raise ModelError(
+            f"{path.name} uses operators apache-tvm {tvm.__version__}'s ONNX importer does not support: "
+            f"{', '.join(missing)}; replace them in the model or export it at another opset"
+        )
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        return from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()})
+    except Exception as err:  # noqa: BLE001 - the importer raises many kinds; all mean "cannot import"
+        raise ModelError(f"apache-tvm could not import {path.name}: {type(err).__name__}: {_first_line(err)}") from None
