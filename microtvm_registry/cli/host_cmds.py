@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import MicrotvmError, OptionError
 from ._common import add_json_flag, add_option_flag, parse_key_values, print_json
@@ -118,9 +118,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise MicrotvmError(f"cannot read input {name} from {file}: {err}; pass a .npy file") from None
     written: List[Dict[str, Any]] = []
     timing = None
+    per_call: List[Any] = []
     with Session.open(project_dir, parse_key_values(args.options)) as sess:
         names = [f.name for f in sess.functions]
         function = args.function
+        if function is None and sess.model is not None:
+            function = sess.model["function"]  # a compiled model: the whole inference
         if function is None:
             if len(names) != 1:
                 raise OptionError(f"the model has {len(names)} functions ({', '.join(names)}); pick one with --function")
@@ -130,6 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             fn = sess.function(function)
             given = [arrays[a.name] if a.role != "output" else outputs[a.name] for a in fn.args]
             timing = sess.time_evaluator(function, number=RUN_TIME_NUMBER, repeat=RUN_TIME_REPEAT)(*given)
+            if sess.model is not None and function == sess.model["function"]:
+                per_call = sess.call_times()
     out_dir = Path(args.output_dir)
     for name, value in outputs.items():
         path = out_dir / f"{name}.npy"
@@ -146,12 +151,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "seconds": list(timing.results),
                 "number": timing.number,
             }
+            if per_call:
+                result["time"]["calls"] = [{"kernel": k, "count": c, "unit": u} for k, c, u in per_call]
         print_json(result)
     else:
         for item in written:
             print(f"wrote {item['path']} ({item['dtype']}, shape {tuple(item['shape'])})")
         if timing is not None:
             print(f"time of {function} on the device: {describe_timing(timing)} (mean of {len(timing.results)} x {timing.number})")
+            for n, (kernel, count, unit) in enumerate(per_call):
+                print(f"  call {n}: {kernel}: {count:,.0f} {unit}")
     return 0
 
 
@@ -230,22 +239,126 @@ def _check_board_tools(board: str) -> None:
 BOARD_TOOLS = (("arm-none-eabi-gcc", "gcc-arm-none-eabi"), ("qemu-system-arm", "qemu-system-arm"))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        import numpy as np
-        import tvm
-    except ImportError:
-        raise MicrotvmError(TVM_MISSING) from None
-    from ..compile.mlf import export_model_library_format
-    from ..device.session import Session
+def _demo_project(template_name: str, mlf_path: Path, project_dir: Path, board: Optional[str]) -> Any:
+    """Generated, built and (on a board) flashed project from the packaged template."""
     from ..packaged import get_packaged_resource
     from ..project import generate_project
 
-    board = args.board or "host"
-    on_board = board != "host"
-    if on_board:
+    options = {"board": board} if board else None
+    project = generate_project(get_packaged_resource(f"templates/{template_name}"), mlf_path, project_dir, options)
+    try:
+        project.build()
+        if board:
+            project.flash()
+    except BaseException:
+        project.close()
+        raise
+    return project
+
+
+def _demo_kernels(workdir: Path, board: Optional[str], step: Callable[[str], None]) -> bool:
+    """Part 1: dense, bias_add, relu and their fusion, written in TVM's TE, checked against numpy."""
+    import numpy as np
+    import tvm
+
+    from ..compile.mlf import export_model_library_format
+    from ..device.session import Session
+
+    where = board or "host"
+    step(f"compiling dense, bias_add, relu and their fusion with apache-tvm {tvm.__version__} (target c)")
+    mlf_path = export_model_library_format(build_demo_module(), workdir / "model.tar", model_name="demo")
+    name = "cortex-m" if board else "host"
+    step(f"generating, building{' and flashing' if board else ''} a {name} project for {where} (Model Library Format {mlf_path.name})")
+    project = _demo_project(name, mlf_path, workdir / f"{where}-project", board)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, IN_FEATURES), dtype=np.float32)
+    w = rng.standard_normal((OUT_FEATURES, IN_FEATURES), dtype=np.float32)
+    b = rng.standard_normal((OUT_FEATURES,), dtype=np.float32)
+    expected = np.maximum(x @ w.T + b, 0)
+    step(f"running the kernels on {where}{' over its serial line' if board else ''} and comparing with numpy")
+    try:
+        with Session.open(project) as sess:
+            h = sess.run("dense", {"x": x, "w": w})["dense_out"]
+            g = sess.run("bias_add", {"h": h, "b": b})["bias_out"]
+            separate = sess.run("relu", {"g": g})["relu_out"]
+            fused = sess.run("dense_bias_relu", {"x": x, "w": w, "b": b})["y"]
+            number = 10 if board else 100
+            timing = sess.time_evaluator("dense_bias_relu", number=number, repeat=3)(x, w, b, np.zeros_like(expected))
+    finally:
+        project.close()
+    err_separate = float(np.max(np.abs(separate - expected)))
+    err_fused = float(np.max(np.abs(fused - expected)))
+    ok = bool(np.allclose(separate, expected, rtol=1e-4, atol=1e-4) and np.allclose(fused, expected, rtol=1e-4, atol=1e-4))
+    print(
+        f"  separate kernels: max abs error {err_separate:.3g}; fused kernel: max abs error {err_fused:.3g}; "
+        f"fused kernel time on the device {describe_timing(timing)} (mean of {len(timing.results)} x {timing.number})",
+        file=sys.stderr,
+    )
+    where_words = f"on {board}" if board else "on the host device"
+    print(f"demo: dense+bias+relu {where_words} vs numpy: max abs error {max(err_separate, err_fused):.3g}: {'OK' if ok else 'FAIL'}")
+    return ok
+
+
+def _demo_model(workdir: Path, board: Optional[str], step: Callable[[str], None]) -> bool:
+    """Part 2: a keyword-spotting-shaped ONNX network (built in code) compiled whole with a static
+    plan, run on the device, checked against onnxruntime."""
+    import numpy as np
+
+    from ..compile.model import compile_model
+    from ..compile.sample_models import demo_kws
+    from ..device.session import Session
+
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise MicrotvmError("the model demo needs onnx and onnxruntime; pip install 'microtvm-registry[tvm]'") from None
+    where = board or "host"
+    target = "host"
+    if board:
+        from ..boards.database import load_board_database
+
+        target = load_board_database().get(board).core
+    model_path = workdir / "kws.onnx"
+    onnx.save(demo_kws(), str(model_path))
+    step(f"compiling a keyword-spotting network ({model_path.name}, built in code) for {target}: static plan, one C module")
+    compiled = compile_model(model_path, workdir / "kws.tar", target=target)
+    summary = compiled.summary
+    print(
+        f"  {summary['calls']} kernel calls; weights {summary['weights_bytes']:,} B (flash), arena {summary['arena_bytes']:,} B "
+        f"+ workspace {summary['workspace_bytes']:,} B (static RAM)",
+        file=sys.stderr,
+    )
+    name = "cortex-m" if board else "host"
+    step(f"generating, building{' and flashing' if board else ''} a {name} project for the model")
+    project = _demo_project(name, compiled.path, workdir / f"{where}-kws-project", board)
+    x = np.random.default_rng(1).standard_normal((1, 1, 10, 6)).astype(np.float32)
+    (expected,) = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    step(f"running the whole network on {where} and comparing with onnxruntime")
+    try:
+        with Session.open(project) as sess:
+            got = sess.run(compiled.name, {"input": x})["probabilities"]
+            timing = sess.time_evaluator(compiled.name, number=5 if board else 100, repeat=3)(x, np.zeros_like(expected))
+    finally:
+        project.close()
+    error = float(np.max(np.abs(got - expected)))
+    ok = bool(np.allclose(got, expected, rtol=1e-4, atol=1e-5))
+    print(f"  one inference on the device: {describe_timing(timing)}", file=sys.stderr)
+    where_words = f"on {board}" if board else "on the host device"
+    print(f"demo: keyword-spotting network {where_words} vs onnxruntime: max abs error {error:.3g}: {'OK' if ok else 'FAIL'}")
+    return ok
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        import numpy  # noqa: F401
+        import tvm  # noqa: F401
+    except ImportError:
+        raise MicrotvmError(TVM_MISSING) from None
+
+    board = None if args.board in (None, "host") else args.board
+    if board:
         _check_board_tools(board)
-    total = 6 if on_board else 5
     if args.workdir:
         workdir = Path(args.workdir).absolute()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -255,57 +368,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         workdir = Path(tempfile.mkdtemp(prefix="microtvm-demo-"))
         temporary = True
-    project_dir = workdir / (f"{board}-project" if on_board else "host-project")
-    mlf_path = workdir / "model.tar"
-    if project_dir.exists():
-        raise MicrotvmError(f"{project_dir} already exists from an earlier demo; remove it or pass another --workdir")
-    ok = False
+    where = board or "host"
+    for leftover in (workdir / f"{where}-project", workdir / f"{where}-kws-project"):
+        if leftover.exists():
+            raise MicrotvmError(f"{leftover} already exists from an earlier demo; remove it or pass another --workdir")
+    total = 6
+    counter = iter(range(1, total + 1))
+
+    def step(text: str) -> None:
+        _step(next(counter), total, text)
+
     try:
-        _step(1, total, f"compiling dense, bias_add, relu and their fusion with apache-tvm {tvm.__version__} (target c)")
-        module = build_demo_module()
-        _step(2, total, f"exporting Model Library Format to {mlf_path}")
-        export_model_library_format(module, mlf_path, model_name="demo")
-        name = "cortex-m" if on_board else "host"
-        template = get_packaged_resource(f"templates/{name}")
-        _step(3, total, f"generating a project from the packaged {name} template into {project_dir}")
-        project = generate_project(template, mlf_path, project_dir, {"board": board} if on_board else None)
-        try:
-            if on_board:
-                _step(4, total, f"building the firmware for {board} with arm-none-eabi-gcc (-O2)")
-                project.build()
-                _step(5, total, f"flashing {board} (an emulated board boots once under QEMU to prove it answers)")
-                project.flash()
-                _step(6, total, f"running the kernels on {board} over its serial line and comparing with numpy")
-            else:
-                _step(4, total, "building it with the system C compiler (make, -O2)")
-                project.build()
-                _step(5, total, "running the kernels in the device program and comparing with numpy")
-            rng = np.random.default_rng(0)
-            x = rng.standard_normal((BATCH, IN_FEATURES), dtype=np.float32)
-            w = rng.standard_normal((OUT_FEATURES, IN_FEATURES), dtype=np.float32)
-            b = rng.standard_normal((OUT_FEATURES,), dtype=np.float32)
-            expected = np.maximum(x @ w.T + b, 0)
-            with Session.open(project) as sess:
-                h = sess.run("dense", {"x": x, "w": w})["dense_out"]
-                g = sess.run("bias_add", {"h": h, "b": b})["bias_out"]
-                separate = sess.run("relu", {"g": g})["relu_out"]
-                fused = sess.run("dense_bias_relu", {"x": x, "w": w, "b": b})["y"]
-                number = 10 if on_board else 100
-                timing = sess.time_evaluator("dense_bias_relu", number=number, repeat=3)(x, w, b, np.zeros_like(expected))
-        finally:
-            project.close()
-        err_separate = float(np.max(np.abs(separate - expected)))
-        err_fused = float(np.max(np.abs(fused - expected)))
-        error = max(err_separate, err_fused)
-        ok = bool(np.allclose(separate, expected, rtol=1e-4, atol=1e-4) and np.allclose(fused, expected, rtol=1e-4, atol=1e-4))
-        what = describe_timing(timing)
-        print(
-            f"  separate kernels: max abs error {err_separate:.3g}; fused kernel: max abs error {err_fused:.3g}; "
-            f"fused kernel time on the device {what} (mean of {len(timing.results)} x {timing.number})",
-            file=sys.stderr,
-        )
-        where = f"on {board}" if on_board else "on the host device"
-        print(f"demo: dense+bias+relu {where} vs numpy: max abs error {error:.3g}: {'OK' if ok else 'FAIL'}")
+        ok = _demo_kernels(workdir, board, step)
+        ok = _demo_model(workdir, board, step) and ok
     finally:
         if temporary and not args.keep:
             import shutil

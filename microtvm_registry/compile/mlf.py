@@ -120,6 +120,15 @@ class ModelLibrary:
     functions: List[FunctionInfo]
     metadata: Dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def model(self) -> Optional[Dict[str, Any]]:
+        """For a compiled whole model (``microtvm compile``): its summary, with ``function`` (the
+        model's own function name) and ``call_kernels`` (the kernel of each call); None for kernels only."""
+        modules = self.metadata.get("modules")
+        module = modules.get(self.model_name, {}) if isinstance(modules, dict) else {}
+        info = module.get("model") if isinstance(module, dict) else None
+        return dict(info, function=self.model_name) if isinstance(info, dict) else None
+
     def function(self, name: str) -> FunctionInfo:
         for fn in self.functions:
             if fn.name == name:

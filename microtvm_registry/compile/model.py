@@ -65,6 +65,7 @@ def compile_model(
     from .model_c import header_source, model_source
 
     model_path = Path(model_path)
+    _target_json(target)  # an unknown target is said before any work
     name = name or model_name_for(model_path)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ModelError(f"model name {name!r} is not a C identifier; use letters, digits and _")
@@ -91,7 +92,8 @@ def compile_model(
         functions=functions,
         model_name=name,
         target=json.dumps(_target_json(target)),
-        extra_metadata={"model": {"source": model_path.name, "target": target, "plan": PLAN_FILE, **plan.summary()},
+        extra_metadata={"model": {"source": model_path.name, "target": target, "plan": PLAN_FILE,
+                                  "call_kernels": [c.kernel for c in plan.calls], **plan.summary()},
                         "tvm_version": tvm.__version__},
         extra_members=members,
     )

@@ -178,6 +178,21 @@ class Session:
             return list(self._library.functions)
         return [FunctionInfo(f.name, ()) for f in self.hello.functions]
 
+    @property
+    def model(self) -> Optional[Dict[str, Any]]:
+        """A compiled whole model's summary (``function``, ``call_kernels``, bytes), else None."""
+        return self._library.model if self._library is not None else None
+
+    def call_times(self) -> List[Tuple[str, float, str]]:
+        """Per call of the whole model's last run: (kernel, count, unit), from the device's counter."""
+        model = self.model
+        if model is None:
+            raise SessionError("this project holds kernels, not a compiled model; there are no calls to time")
+        ticks = self.run(f"{model['function']}_call_ticks", {})["ticks"]
+        timing = timing_result(self.hello.clock, [float(t) for t in ticks], 1)
+        counts = timing.counts or timing.results
+        return [(kernel, float(c), timing.unit) for kernel, c in zip(model["call_kernels"], counts)]
+
     def function(self, name: str) -> FunctionInfo:
         if name not in self._index:
             known = ", ".join(self._index) or "none"

@@ -1,0 +1,78 @@
+"""Small ONNX models built in code (onnx.helper, fixed random weights): the demo's network and the
+DS-CNN keyword-spotting net of MLPerf Tiny's shape, for the demo, the tests and the benchmarks.
+Nothing is downloaded: the weights are random but fixed by the seed, which is all a compiler
+check needs (the outputs are compared with onnxruntime on the same model).
+"""
+from __future__ import annotations
+
+from typing import Any, List, Sequence, Tuple
+
+
+def ds_cnn(
+    input_shape: Tuple[int, int, int, int] = (1, 1, 49, 10),
+    channels: int = 64,
+    blocks: int = 4,
+    classes: int = 12,
+    first_kernel: Tuple[int, int] = (10, 4),
+    seed: int = 0,
+    name: str = "ds_cnn",
+) -> Any:
+    """A DS-CNN: Conv (stride 2) + Relu, ``blocks`` depthwise-separable blocks (depthwise 3x3 +
+    Relu, pointwise 1x1 + Relu), GlobalAveragePool, a Gemm and a Softmax. MLPerf Tiny's keyword
+    spotting net is the default: input 1x49x10 (MFCC frames x coefficients), 64 channels, 4 blocks."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits: List[Any] = []
+
+    def weight(wname: str, shape: Sequence[int], fan_in: int) -> str:
+        data = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        inits.append(numpy_helper.from_array(data, wname))
+        return wname
+
+    def bias(bname: str, n: int) -> str:
+        inits.append(numpy_helper.from_array((rng.standard_normal(n) * 0.05).astype(np.float32), bname))
+        return bname
+
+    c_in = input_shape[1]
+    kh, kw = first_kernel
+    pad_h, pad_w = (kh - 1) // 2, (kw - 1) // 2
+    nodes = [
+        helper.make_node("Conv", ["input", weight("conv0_w", (channels, c_in, kh, kw), c_in * kh * kw), bias("conv0_b", channels)],
+                         ["conv0"], strides=[2, 2], pads=[pad_h, pad_w, kh - 1 - pad_h, kw - 1 - pad_w]),
+        helper.make_node("Relu", ["conv0"], ["act0"]),
+    ]
+    last = "act0"
+    for b in range(blocks):
+        nodes += [
+            helper.make_node("Conv", [last, weight(f"dw{b}_w", (channels, 1, 3, 3), 9), bias(f"dw{b}_b", channels)],
+                             [f"dw{b}"], group=channels, pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", [f"dw{b}"], [f"dw{b}_act"]),
+            helper.make_node("Conv", [f"dw{b}_act", weight(f"pw{b}_w", (channels, channels, 1, 1), channels), bias(f"pw{b}_b", channels)],
+                             [f"pw{b}"]),
+            helper.make_node("Relu", [f"pw{b}"], [f"pw{b}_act"]),
+        ]
+        last = f"pw{b}_act"
+    nodes += [
+        helper.make_node("GlobalAveragePool", [last], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", weight("fc_w", (classes, channels), channels), bias("fc_b", classes)], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(input_shape))],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [input_shape[0], classes])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="microtvm-registry")
+    model.ir_version = 8  # readable by every onnxruntime we support
+    return model
+
+
+def demo_kws(seed: int = 0) -> Any:
+    """The demo's network: a DS-CNN shrunk to run in a blink on an emulated board (input 1x1x10x6,
+    8 channels, one block, 4 classes): the same operators as the real one."""
+    return ds_cnn(input_shape=(1, 1, 10, 6), channels=8, blocks=1, classes=4, first_kernel=(3, 3), seed=seed, name="kws")
