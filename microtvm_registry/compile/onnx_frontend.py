@@ -138,4 +138,27 @@ def import_onnx(model: Any, shapes: Mapping[str, Sequence[int]], path: Path) -> 
     try:
         return from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()})
     except Exception as err:  # noqa: BLE001 - the importer raises many kinds; all mean "cannot import"
-        raise ModelError(f"apache-tvm could not import {path.name}: {type(err).__name__}: {_first_line(err)}") from None
+        message = f"apache-tvm could not import {path.name}: {type(err).__name__}: {_first_line(err)}"
+        _free_quietly(err)
+    raise ModelError(message)
+
+
+def _free_quietly(err: BaseException) -> None:
+    """Frees what a failed import left half-built, with the native stderr muted meanwhile: TVM's
+    C++ logs a warning as it destroys an unfinished BlockBuilder, which would otherwise follow
+    our one-line error out."""
+    import gc
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            err.__traceback__ = None
+            err.__context__ = None
+            gc.collect()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
