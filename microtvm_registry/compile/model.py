@@ -112,3 +112,25 @@ def load_plan(mlf_dir: Path) -> Optional[Plan]:
     if not path.is_file():
         return None
     return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def project_workspace_bytes(model_dir: Path, given: Optional[int], default: int) -> int:
+    """The workspace a template's device program should give generated code.
+
+    For a compiled whole model it is what the plan says the hungriest kernel needs (the model
+    then runs in the device's workspace: templates build with MTVM_MODEL_SHARED_WORKSPACE), so
+    none is guessed and none is paid for twice; a ``given`` size below that is refused, naming
+    both. For kernels only, ``given`` or the template's ``default``.
+    """
+    plan = load_plan(model_dir)
+    if plan is None:
+        return default if given is None else given
+    need = plan.workspace_bytes
+    if given is None:
+        return need
+    if given < need:
+        raise ModelError(
+            f"workspace_size_bytes={given} is less than the model's plan needs ({need} bytes); "
+            f"pass -o workspace_size_bytes={need} or more (or leave it out where the template sizes it from the plan)"
+        )
+    return given

@@ -7,9 +7,9 @@ What it writes, and why:
   ``runtime/`` folder: no libtvm, no allocator, no interpreter (TFLite Micro's shape, minus its
   interpreter).
 * ``<model>_model.c``: the weights as ``const`` arrays (flash on a microcontroller), one static
-  arena laid out by the plan, a workspace sized for the hungriest kernel (swapped in for the run,
-  so the device's own workspace is left as it was), the tensors as static DLTensors, and the
-  calls in order. It also adds the model to the device's function table as ``<model>`` (inputs
+  arena laid out by the plan, a workspace sized for the hungriest kernel (standalone: its own,
+  swapped in for the run; in a template's project: the device program's, sized from the plan),
+  the tensors as static DLTensors, and the calls in order. It also adds the model to the device's function table as ``<model>`` (inputs
   then outputs, as DLTensors) so a session runs it like any kernel, and ``<model>_call_ticks``,
   the device's counter per call of the last run.
 
@@ -141,7 +141,11 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
     lines += [
         "",
         f"static uint8_t {m}_arena[{max(plan.arena_bytes, 1)}] __attribute__((aligned(16)));",
+        "/* Standalone, the model brings its workspace; a template's device program builds with",
+        " * MTVM_MODEL_SHARED_WORKSPACE and sizes its own workspace from the plan instead. */",
+        "#ifndef MTVM_MODEL_SHARED_WORKSPACE",
         f"static uint8_t {m}_workspace[{max(plan.workspace_bytes, 1)}] __attribute__((aligned({WORKSPACE_ALIGN})));",
+        "#endif",
         "",
     ]
     for i, t in enumerate(order):
@@ -191,9 +195,11 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
     for t in plan.outputs:
         lines.append(f"  {m}_tensors[{index[t.name]}].data = outputs[{t.index}];")
     lines += [
+        "#ifndef MTVM_MODEL_SHARED_WORKSPACE",
         "  void* saved_buffer;",
         "  uint64_t saved_size;",
         f"  mtvm_workspace_swap({m}_workspace, sizeof({m}_workspace), &saved_buffer, &saved_size);",
+        "#endif",
         "  int32_t status = 0;",
         f"  for (int i = 0; i < {len(plan.calls)} && status == 0; ++i) {{",
         "    uint64_t start = mtvm_model_clock();",
@@ -205,9 +211,11 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
     for out, src in plan.copies:
         lines.append(f"  if (status == 0) memcpy(outputs[{plan.tensors[out].index}], {m}_tensors[{index[src]}].data, {plan.tensors[src].nbytes}u);")
     lines += [
+        "#ifndef MTVM_MODEL_SHARED_WORKSPACE",
         "  void* unused_buffer;",
         "  uint64_t unused_size;",
         "  mtvm_workspace_swap(saved_buffer, saved_size, &unused_buffer, &unused_size);",
+        "#endif",
         "  return (int)status;",
         "}",
         "",

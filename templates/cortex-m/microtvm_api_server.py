@@ -94,8 +94,8 @@ PROJECT_OPTIONS = [
         "workspace_size_bytes",
         optional=["generate_project"],
         type="int",
-        default=DEFAULT_WORKSPACE_SIZE_BYTES,
-        help="Bytes of static workspace for generated code (TVMBackendAllocWorkspace), in the board's RAM.",
+        default=None,  # a compiled model's plan sizes it; see project_workspace_bytes
+        help="Bytes of static workspace for generated code (TVMBackendAllocWorkspace), in the board's RAM; default: what a compiled model's plan needs, else 65536.",
     ),
     server.ProjectOption(
         "icount",
@@ -407,7 +407,9 @@ class Handler(server.ProjectAPIHandler):
         config = {
             "board": board["name"],
             "opt_level": opt,
-            "workspace_size_bytes": _int_option(options, "workspace_size_bytes", DEFAULT_WORKSPACE_SIZE_BYTES),
+            "workspace_size_bytes": None
+            if options.get("workspace_size_bytes") in (None, "")
+            else _int_option(options, "workspace_size_bytes", DEFAULT_WORKSPACE_SIZE_BYTES),
             "icount": _bool_option(options.get("icount"), True),
         }
         project_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -440,6 +442,14 @@ class Handler(server.ProjectAPIHandler):
                 "export it with microtvm_registry.compile.mlf.export_model_library_format"
             )
         (out / "src" / "function_table.c").write_text(table)
+        from microtvm_registry.compile.model import ModelError, project_workspace_bytes
+
+        try:
+            config["workspace_size_bytes"] = project_workspace_bytes(
+                out / "model", config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES
+            )
+        except ModelError as err:
+            raise CortexMError(str(err)) from None
         (out / "src" / "board_config.h").write_text(
             board_config_header(board, config["workspace_size_bytes"], config["icount"])
         )

@@ -42,7 +42,7 @@ PROJECT_OPTIONS = [
         "workspace_size_bytes",
         optional=["generate_project"],
         type="int",
-        default=DEFAULT_WORKSPACE_SIZE_BYTES,
+        default=DEFAULT_WORKSPACE_SIZE_BYTES,  # TVM's CRT host template's; a compiled model's plan is checked against it
         help="Bytes of workspace the device program gives generated code (TVMBackendAllocWorkspace).",
     ),
     server.ProjectOption(
@@ -130,7 +130,8 @@ class Handler(server.ProjectAPIHandler):
             raise HostTemplateError(f"model library {mlf_path} does not exist; export one with microtvm_registry.compile.mlf")
         if project_dir.exists():
             raise HostTemplateError(f"project folder {project_dir} already exists; choose a new folder or remove it")
-        workspace = _int_option(options, "workspace_size_bytes", DEFAULT_WORKSPACE_SIZE_BYTES)
+        given = options.get("workspace_size_bytes")
+        workspace = None if given in (None, "") else _int_option(options, "workspace_size_bytes", DEFAULT_WORKSPACE_SIZE_BYTES)
         project_dir.parent.mkdir(parents=True, exist_ok=True)
         # Build the project beside its final place, then rename: a failure leaves nothing behind.
         staging = Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.", suffix=".tmp", dir=str(project_dir.parent)))
@@ -141,7 +142,7 @@ class Handler(server.ProjectAPIHandler):
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def _populate(self, out: Path, mlf_path: Path, workspace: int) -> None:
+    def _populate(self, out: Path, mlf_path: Path, workspace: Optional[int]) -> None:
         shutil.copy2(__file__, out / "microtvm_api_server.py")
         shutil.copytree(_shared_runtime(), out / "runtime")
         (out / "src").mkdir()
@@ -167,6 +168,12 @@ class Handler(server.ProjectAPIHandler):
         except mlf.ModelLibraryError as err:
             raise HostTemplateError(str(err)) from None
         (out / "src" / "function_table.c").write_text(table)
+        from microtvm_registry.compile.model import ModelError, project_workspace_bytes
+
+        try:
+            workspace = project_workspace_bytes(out / "model", workspace, DEFAULT_WORKSPACE_SIZE_BYTES)
+        except ModelError as err:
+            raise HostTemplateError(str(err)) from None
         makefile = (PROJECT_DIR / "Makefile.template").read_text()
         (out / "Makefile").write_text(makefile.replace("@WORKSPACE_SIZE_BYTES@", str(workspace)))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnx_models import random_inputs, reference, save, zoo
+from support.onnx_models import random_inputs, reference, save, zoo
 from registry_support import run_cli
 
 pytestmark = pytest.mark.needs_tvm

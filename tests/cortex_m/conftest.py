@@ -2,35 +2,15 @@
 check after every test that no QEMU it started is still running."""
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 
-from microtvm_registry import get_packaged_resource
 
-TEMPLATE = get_packaged_resource("templates/cortex-m")
-BOARDS = {b["name"]: b for b in json.loads((TEMPLATE / "boards.json").read_text())["boards"]}
-EMULATED = sorted(n for n, b in BOARDS.items() if b.get("qemu"))
-REAL = sorted(n for n, b in BOARDS.items() if not b.get("qemu"))
-
-
-def qemu_pids() -> List[int]:
-    """Every qemu-system-arm process on this machine (tests run one at a time)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as fh:
-                    if fh.read().strip() == "qemu-system-arm":
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
+from support.cortex_m import BOARDS, EMULATED, REAL, TEMPLATE, qemu_pids  # noqa: F401 - shared with the tests
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import BOARDS, EMULATED
+from support.cortex_m import BOARDS, EMULATED
 from microtvm_registry.device.session import Session
 
 pytestmark = pytest.mark.needs_tvm

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EMULATED
+from support.cortex_m import EMULATED
 from registry_support import run_cli
 
 pytestmark = pytest.mark.needs_tvm
@@ -64,6 +64,7 @@ def test_demo_on_the_emulated_cortex_m4():
     out = run_cli("demo", "--board", "mps2-an386", timeout=300)
     assert out.returncode == 0, out.stderr
     assert "demo: dense+bias+relu on mps2-an386 vs numpy" in out.stdout and out.stdout.rstrip().endswith("OK")
+    assert "demo: keyword-spotting network on mps2-an386 vs onnxruntime" in out.stdout
     assert "instructions per call (QEMU -icount: exact)" in out.stderr
 
 

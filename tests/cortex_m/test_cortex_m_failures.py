@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TEMPLATE, qemu_pids
+from support.cortex_m import TEMPLATE, qemu_pids
 from microtvm_registry.device.session import Session
 from microtvm_registry.errors import BuildError, ProjectError, SessionError
 from microtvm_registry.project import GeneratedProject, generate_project

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BOARDS, REAL, TEMPLATE
+from support.cortex_m import BOARDS, REAL, TEMPLATE
 from microtvm_registry.device import protocol
 from microtvm_registry.project import GeneratedProject, generate_project
 from microtvm_registry.project_api import server

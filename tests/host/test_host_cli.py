@@ -70,12 +70,15 @@ def test_demo_compiles_runs_and_checks_against_numpy(tmp_path):
     pytest.importorskip("tvm")
     result = microtvm("demo", "--workdir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
-    last = result.stdout.strip().splitlines()[-1]
-    assert last.startswith("demo: dense+bias+relu on the host device vs numpy: max abs error")
-    assert last.endswith(": OK")
-    for step in ("[1/5] compiling", "[2/5] exporting", "[3/5] generating", "[4/5] building", "[5/5] running"):
+    kernels, network = result.stdout.strip().splitlines()[-2:]
+    assert kernels.startswith("demo: dense+bias+relu on the host device vs numpy: max abs error") and kernels.endswith(": OK")
+    assert network.startswith("demo: keyword-spotting network on the host device vs onnxruntime: max abs error")
+    assert network.endswith(": OK")
+    for step in ("[1/6] compiling dense", "[2/6] generating, building", "[3/6] running the kernels",
+                 "[4/6] compiling a keyword-spotting network", "[5/6] generating", "[6/6] running the whole network"):
         assert step in result.stderr
     assert (tmp_path / "demo" / "host-project" / "build" / "main").is_file()
+    assert (tmp_path / "demo" / "host-kws-project" / "build" / "main").is_file()
     again = microtvm("demo", "--workdir", str(tmp_path / "demo"))
     assert again.returncode == 1 and "already exists" in again.stderr
 
