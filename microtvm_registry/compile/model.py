@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .mlf import ArgInfo, FunctionInfo, write_model_library_format
-from .onnx_frontend import ModelError, import_onnx, input_shapes, load_onnx, operator_counts
+from .onnx_frontend import ModelError, import_onnx, input_shapes, load_onnx, operator_counts, quantized_operators
 from .plan import Plan
 
 PLAN_FILE = "plan.json"
@@ -78,6 +78,9 @@ def compile_model(
     mod = import_onnx(model, shapes, model_path)
     plan, kernel_source, kernels, constants = lower(mod, target, list(shapes), [o.name for o in model.graph.output])
     plan.operators = operator_counts(model)
+    # A QDQ model imports with its dequantizations folded into float weights: it runs, and within a
+    # quantization step of onnxruntime's int8 answer, but in float32. Say so, naming the operators.
+    plan.float_ops = quantized_operators(model)
     functions = model_functions(name, plan, kernels)
 
     runtime = get_packaged_resource("templates/common/runtime")

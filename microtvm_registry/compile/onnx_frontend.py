@@ -162,3 +162,11 @@ def _free_quietly(err: BaseException) -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def quantized_operators(model: Any) -> List[str]:
+    """The operators of a QDQ model (onnxruntime's ``quantize_static``) that take dequantized
+    inputs: the ones an int8 kernel would run. Empty for a float model."""
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    ops = {n.op_type for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized & set(n.input)}
+    return sorted(ops)

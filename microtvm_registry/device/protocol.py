@@ -1,4 +1,4 @@
-"""The framed binary protocol between a host session and a host project's device program.
+"""The framed binary protocol between a host-side session and the device program of any of our templates.
 
 Why a protocol of our own: TVM's microTVM RPC (and its C runtime) left TVM with microTVM, and
 today's apache-tvm exports kernels as plain C functions. The device program (templates/host/

@@ -16,6 +16,7 @@ and the quiet gap is never waited for.
 from __future__ import annotations
 
 import sys
+import time
 from typing import Callable, Optional
 
 from ..errors import MicrotvmError
@@ -26,6 +27,8 @@ DEFAULT_BAUDRATE = 115200
 #: round trip's worth of bytes at any baud rate we meet, long against the gaps inside a burst
 #: (a USB CDC board sends a packet every 1 ms frame).
 QUIET_GAP_SEC = 0.003
+#: How long a dead line waits for its emulator's exit status (see SerialTransport._closed).
+EXIT_REASON_WAIT_SEC = 0.5
 
 
 class SerialPortError(MicrotvmError):
@@ -50,6 +53,7 @@ class SerialTransport:
 
         self.port = port
         self._alive = alive or (lambda: None)
+        self._has_alive = alive is not None
         try:
             self._serial = serial.Serial(port, baudrate=baudrate, timeout=0, write_timeout=None, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as err:
@@ -61,8 +65,15 @@ class SerialTransport:
 
     def _closed(self) -> server.TransportClosedError:
         """The error for a line that went dead. TransportClosedError carries no text on the wire
-        (as in TVM), so the reason (QEMU's exit) goes to stderr, which the user sees."""
+        (as in TVM), so the reason (QEMU's exit) goes to stderr, which the user sees.
+
+        A killed QEMU closes its pty a moment before its exit status can be read, so when the
+        line dies with no reason yet, the reason is asked again for a short while."""
         why = self._alive()
+        deadline = time.monotonic() + EXIT_REASON_WAIT_SEC
+        while not why and self._has_alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+            why = self._alive()
         if why:
             print(f"microtvm: the serial line {self.port} closed: {why}", file=sys.stderr, flush=True)
         return server.TransportClosedError()

@@ -1,4 +1,4 @@
-"""Host-side session: run a host project's kernels from Python, with numpy arrays in and out.
+"""Host-side session: run a project's kernels or whole model (host program or board) from Python, numpy in and out.
 
 The session speaks :mod:`.protocol` over any transport object with ``read(n, timeout_sec)`` and
 ``write(data, timeout_sec)`` -- normally the Project API transport of a generated project

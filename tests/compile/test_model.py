@@ -16,7 +16,6 @@ from registry_support import run_cli
 
 pytestmark = pytest.mark.needs_tvm
 
-onnx = pytest.importorskip("onnx")
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +153,30 @@ def test_bad_inputs_are_one_line_each(tmp_path, zoo_model):
     assert "does not fit the model's shape" in compile_line(dyn, "--input", "x=3,5")
     assert "has no input of that name" in compile_line(dyn, "--input", "z=3,4")
     assert "unknown target 'cortex-m99'" in compile_line(zoo_model, "--target", "cortex-m99")
+
+
+def test_a_qdq_model_runs_and_says_it_computes_in_float32(tmp_path):
+    """Today a QDQ model runs with its dequantizations folded into float weights: the answer is
+    within one quantization step of onnxruntime's int8 result, and the user is told, by name,
+    which quantized operators run in float32."""
+    from microtvm_registry import get_packaged_resource
+    from microtvm_registry.compile.sample_models import demo_kws
+    from microtvm_registry.device.session import Session
+    from microtvm_registry.project import generate_project
+    from support.onnx_models import quantize_qdq
+
+    float_path = save(demo_kws(), tmp_path / "kws.onnx")
+    qdq = quantize_qdq(float_path, tmp_path / "kws_q.onnx", "input", (1, 1, 10, 6))
+    out = run_cli("compile", str(qdq), "-o", str(tmp_path / "q.tar"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert set(json.loads(out.stdout)["float_operators"]) >= {"Conv", "Gemm"}
+    warning = [line for line in out.stderr.splitlines() if line.startswith("microtvm: warning:")]
+    assert len(warning) == 1 and "kws_q.onnx is quantized (QDQ), but these operators run in float32" in warning[0]
+    project = generate_project(get_packaged_resource("templates/host"), tmp_path / "q.tar", tmp_path / "proj")
+    project.build()
+    inputs = random_inputs({"input": (1, 1, 10, 6)}, seed=5)
+    (want,) = reference(qdq, inputs)
+    with Session.open(project) as sess:
+        got = sess.run("kws_q", inputs)["probabilities"]
+    project.close()
+    assert float(np.max(np.abs(got - want))) <= 1 / 255 + 1e-6  # one step of the int8 output's scale

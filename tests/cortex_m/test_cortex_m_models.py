@@ -17,7 +17,6 @@ from support.onnx_models import random_inputs, reference, save, zoo
 TEMPLATE = get_packaged_resource("templates/cortex-m")
 
 pytestmark = pytest.mark.needs_tvm
-onnx = pytest.importorskip("onnx")
 
 BOARD_CORES = {"mps2-an386": "cortex-m4", "mps3-an547": "cortex-m55"}
 
