@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/models.py
 
 For the demo's keyword-spotting network and the DS-CNN keyword-spotting net at its MLPerf Tiny
-size (input 1x49x10, 4 depthwise-separable blocks of 64 channels), float32:
+size (input 1x49x10, 4 depthwise-separable blocks of 64 channels), float32 and int8 (onnxruntime's
+static QDQ quantization, compiled to integer kernels), and int8 against float32:
 
 1. Per inference on the emulated Cortex-M4 (mps2-an386, QEMU -icount shift=0): instructions,
    exact and repeatable (an instruction count, not a Cortex-M4's cycles), and per call.
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from microtvm_registry import get_packaged_resource  # noqa: E402
 from microtvm_registry.compile.model import compile_model  # noqa: E402
-from microtvm_registry.compile.sample_models import demo_kws, ds_cnn  # noqa: E402
+from microtvm_registry.compile.sample_models import demo_kws, ds_cnn, quantize_qdq  # noqa: E402
 from microtvm_registry.device.session import Session  # noqa: E402
 from microtvm_registry.project import generate_project  # noqa: E402
 
@@ -49,7 +50,7 @@ def _project(template: str, mlf: Path, folder: Path, board=None) -> Path:
     return folder
 
 
-def bench(name: str, model, work: Path) -> None:
+def bench(name: str, model, work: Path, int8: bool = False) -> dict:
     import onnx
     import onnxruntime
 
@@ -57,6 +58,9 @@ def bench(name: str, model, work: Path) -> None:
     onnx.save(model, str(path))
     input_name = model.graph.input[0].name
     shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if int8:
+        path = quantize_qdq(path, work / f"{name}_int8.onnx", input_name, shape)
+        name = f"{name}_int8"
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     ort = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (want,) = ort.run(None, {input_name: x})
@@ -77,8 +81,9 @@ def bench(name: str, model, work: Path) -> None:
     naive = sum(t.nbytes for t in intermediates.values())
     planned = plan.arena_bytes + plan.workspace_bytes
 
+    ints = f"; int8 kernels: {', '.join(plan.integer_ops)}, float: {', '.join(plan.float_ops) or 'none'}" if int8 else ""
     print(f"== {name}: {sum(plan.operators.values())} ONNX operators -> {len(plan.calls)} kernel calls; "
-          f"max abs error vs onnxruntime {error:.2g}")
+          f"max abs error vs onnxruntime{' (its int8)' if int8 else ''} {error:.2g}{ints}")
     print(f"1. {BOARD} ({CORE}, QEMU -icount): {timing.counts[0]:,.0f} instructions per inference "
           f"(repeat: {timing.counts[1]:,.0f}); {timing.results[0] * 1e3:.1f} ms at the board's 25 MHz if one instruction took one cycle")
     for kernel, count, unit in sorted(calls, key=lambda c: -c[1])[:4]:
@@ -105,13 +110,18 @@ def bench(name: str, model, work: Path) -> None:
     base = statistics.median(samples)
     print(f"3. host: compiled model {host * 1e6:.1f} us per inference vs onnxruntime {base * 1e6:.1f} us "
           f"(baseline, median of {ORT_RUNS}, Python call included) = {host / base:.2f}x")
+    return {"instructions": timing.counts[0], "flash": used["code"], "plan_ram": planned, "weights": plan.weights_bytes}
 
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-models-"))
     try:
-        bench("kws_demo", demo_kws(), work)
-        bench("ds_cnn_mlperf", ds_cnn(), work)
+        for name, model in (("kws_demo", demo_kws()), ("ds_cnn_mlperf", ds_cnn())):
+            f32 = bench(name, model, work)
+            i8 = bench(name, model, work, int8=True)
+            print(f"-- {name}: int8 vs float32 (baseline) on {BOARD}: instructions {i8['instructions'] / f32['instructions']:.2f}x, "
+                  f"weights {i8['weights'] / f32['weights']:.2f}x, flash {i8['flash'] / f32['flash']:.2f}x, "
+                  f"plan RAM {i8['plan_ram'] / f32['plan_ram']:.2f}x")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

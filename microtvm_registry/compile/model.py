@@ -76,11 +76,19 @@ def compile_model(
     except ImportError:
         raise ModelError("apache-tvm is not installed; pip install 'microtvm-registry[tvm,onnx]'") from None
     mod = import_onnx(model, shapes, model_path)
+    quantized = quantized_operators(model)
+    integer_ops: List[str] = []
+    float_ops: List[str] = []
+    if quantized:
+        # A QDQ model: dequantize -> op -> quantize becomes integer arithmetic where a pattern
+        # matches (int8 weights and activations, int32 accumulation); the rest stays float32.
+        from .int8 import rewrite_qdq
+
+        mod, integer_ops, float_ops = rewrite_qdq(mod)
     plan, kernel_source, kernels, constants = lower(mod, target, list(shapes), [o.name for o in model.graph.output])
     plan.operators = operator_counts(model)
-    # A QDQ model imports with its dequantizations folded into float weights: it runs, and within a
-    # quantization step of onnxruntime's int8 answer, but in float32. Say so, naming the operators.
-    plan.float_ops = quantized_operators(model)
+    plan.float_ops = float_ops
+    plan.integer_ops = sorted(set(integer_ops))
     functions = model_functions(name, plan, kernels)
 
     runtime = get_packaged_resource("templates/common/runtime")

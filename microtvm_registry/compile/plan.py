@@ -59,7 +59,8 @@ class Plan:
     arena_bytes: int
     copies: List[Tuple[str, str]] = field(default_factory=list)  # (output, source slot) after the calls
     operators: Dict[str, int] = field(default_factory=dict)  # ONNX op type -> count
-    float_ops: List[str] = field(default_factory=list)  # int8 model: operators left in float32
+    float_ops: List[str] = field(default_factory=list)  # a quantized model: operators left in float32
+    integer_ops: List[str] = field(default_factory=list)  # a quantized model: operators run in integers
 
     @property
     def workspace_bytes(self) -> int:
@@ -79,6 +80,7 @@ class Plan:
             "workspace_bytes": self.workspace_bytes,
             "io_bytes": sum(t.nbytes for t in self.inputs + self.outputs),
             "float_operators": list(self.float_ops),
+            "integer_operators": list(self.integer_ops),
         }
 
     def to_json(self) -> Dict[str, Any]:
@@ -112,6 +114,7 @@ class Plan:
             copies=[(a, b) for a, b in data.get("copies", [])],
             operators=dict(summary.get("operators", {})),
             float_ops=list(summary.get("float_operators", [])),
+            integer_ops=list(summary.get("integer_operators", [])),
         )
 
     def slot(self, name: str) -> Optional[TensorSlot]:

@@ -5,6 +5,7 @@ check needs (the outputs are compared with onnxruntime on the same model).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, List, Sequence, Tuple
 
 
@@ -76,3 +77,23 @@ def demo_kws(seed: int = 0) -> Any:
     """The demo's network: a DS-CNN shrunk to run in a blink on an emulated board (input 1x1x10x6,
     8 channels, one block, 4 classes): the same operators as the real one."""
     return ds_cnn(input_shape=(1, 1, 10, 6), channels=8, blocks=1, classes=4, first_kernel=(3, 3), seed=seed, name="kws")
+
+
+def quantize_qdq(float_path: Path, out_path: Path, input_name: str, shape: Sequence[int], samples: int = 8) -> Path:
+    """onnxruntime's static quantization of the model at ``float_path`` (QDQ format, int8 weights
+    and activations), calibrated on ``samples`` random inputs of ``shape``: the int8 models the
+    tests and benchmarks compile. Needs onnxruntime."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = [np.random.default_rng(i) for i in range(samples)]
+            self.data = iter([{input_name: r.standard_normal(shape).astype(np.float32)} for r in rng])
+
+        def get_next(self):
+            return next(self.data, None)
+
+    quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return Path(out_path)

@@ -155,11 +155,13 @@ def test_bad_inputs_are_one_line_each(tmp_path, zoo_model):
     assert "unknown target 'cortex-m99'" in compile_line(zoo_model, "--target", "cortex-m99")
 
 
-def test_a_qdq_model_runs_and_says_it_computes_in_float32(tmp_path):
-    """Today a QDQ model runs with its dequantizations folded into float weights: the answer is
-    within one quantization step of onnxruntime's int8 result, and the user is told, by name,
-    which quantized operators run in float32."""
+def test_a_qdq_model_runs_in_integers(tmp_path):
+    """onnxruntime's static quantization (QDQ) of the keyword-spotting net: its convolutions, the
+    dense layer and the pooling run as int8 kernels (int8 weights in flash, int8 activations in the
+    arena), within one output step of onnxruntime's own int8 answer; softmax, which the rewrite
+    does not cover, stays float32 and is named in a warning."""
     from microtvm_registry import get_packaged_resource
+    from microtvm_registry.compile.model import compile_model
     from microtvm_registry.compile.sample_models import demo_kws
     from microtvm_registry.device.session import Session
     from microtvm_registry.project import generate_project
@@ -169,14 +171,33 @@ def test_a_qdq_model_runs_and_says_it_computes_in_float32(tmp_path):
     qdq = quantize_qdq(float_path, tmp_path / "kws_q.onnx", "input", (1, 1, 10, 6))
     out = run_cli("compile", str(qdq), "-o", str(tmp_path / "q.tar"), "--json")
     assert out.returncode == 0, out.stderr
-    assert set(json.loads(out.stdout)["float_operators"]) >= {"Conv", "Gemm"}
-    warning = [line for line in out.stderr.splitlines() if line.startswith("microtvm: warning:")]
-    assert len(warning) == 1 and "kws_q.onnx is quantized (QDQ), but these operators run in float32" in warning[0]
-    project = generate_project(get_packaged_resource("templates/host"), tmp_path / "q.tar", tmp_path / "proj")
+    summary = json.loads(out.stdout)
+    assert summary["integer_operators"] == ["conv2d", "dense", "mean", "reshape"]
+    assert summary["float_operators"] == ["softmax"]
+    assert out.stderr.strip().splitlines() == [
+        "microtvm: warning: kws_q.onnx is quantized (QDQ), but these of its operators stay float32: softmax"
+    ]
+
+    compiled = compile_model(qdq, tmp_path / "q2.tar")
+    float_plan = compile_model(float_path, tmp_path / "f.tar").plan
+    plan = compiled.plan
+    weights = [c for c in plan.constants if c.nbytes > 64]
+    assert weights and all(c.dtype == "int8" for c in weights)  # the conv and dense weights
+    assert plan.weights_bytes < float_plan.weights_bytes / 2
+    between_layers = [plan.tensors[c.args[-1]] for c in plan.calls if c.kernel.startswith("fused_conv2d")]
+    assert between_layers and all(t.dtype == "int8" for t in between_layers)
+    assert plan.arena_bytes < float_plan.arena_bytes
+
+    project = generate_project(get_packaged_resource("templates/host"), compiled.path, tmp_path / "proj")
     project.build()
-    inputs = random_inputs({"input": (1, 1, 10, 6)}, seed=5)
-    (want,) = reference(qdq, inputs)
+    steps, exact = [], 0
     with Session.open(project) as sess:
-        got = sess.run("kws_q", inputs)["probabilities"]
+        for seed in range(10):
+            inputs = random_inputs({"input": (1, 1, 10, 6)}, seed=seed)
+            (want,) = reference(qdq, inputs)
+            got = sess.run(compiled.name, inputs)["probabilities"]
+            steps.append(float(np.max(np.abs(got - want))) * 255)
+            exact += bool(np.array_equal(got, want))
     project.close()
-    assert float(np.max(np.abs(got - want))) <= 1 / 255 + 1e-6  # one step of the int8 output's scale
+    assert max(steps) <= 1.0 + 1e-3  # at most one step of the int8 output (scale 1/255)
+    assert exact >= 1  # and often bit-exact

@@ -46,8 +46,12 @@ int main(void) {
 def models(tmp_path_factory):
     from microtvm_registry.compile.sample_models import demo_kws
 
+    from support.onnx_models import quantize_qdq
+
     work = tmp_path_factory.mktemp("models")
-    return {"zoo": save(zoo(), work / "zoo.onnx"), "kws": save(demo_kws(), work / "kws.onnx")}
+    kws = save(demo_kws(), work / "kws.onnx")
+    return {"zoo": save(zoo(), work / "zoo.onnx"), "kws": kws,
+            "kws_q": quantize_qdq(kws, work / "kws_q.onnx", "input", (1, 1, 10, 6))}
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +93,22 @@ def test_a_compiled_model_matches_onnxruntime_on_the_board(models, model_project
         assert timing.unit == "instructions" and timing.counts[0] == timing.counts[1] > 1000  # exact under icount
         calls = sess.call_times()
         assert len(calls) == sess.model["calls"] and all(c > 0 for _, c, _ in calls)
+
+
+@pytest.mark.parametrize("board", sorted(BOARD_CORES))
+def test_an_int8_model_runs_in_integers_on_the_board(models, model_projects, board):
+    from microtvm_registry.device.session import Session
+
+    project = model_projects(board, "kws_q")
+    with Session.open(project) as sess:
+        assert sess.model["integer_operators"] == ["conv2d", "dense", "mean", "reshape"]
+        for seed in range(3):
+            inputs = random_inputs({"input": (1, 1, 10, 6)}, seed=seed)
+            (want,) = reference(models["kws_q"], inputs)
+            got = sess.run("kws_q", inputs)["probabilities"]
+            assert float(np.max(np.abs(got - want))) <= 1 / 255 + 1e-6  # one step of the int8 output
+        counts = sess.time_evaluator("kws_q", number=1, repeat=2)().counts
+    assert counts[0] == counts[1] > 1000
 
 
 def test_the_standalone_entry_point_runs_in_a_firmware_of_its_own(models, model_projects, tmp_path):

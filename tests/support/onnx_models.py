@@ -63,18 +63,4 @@ def random_inputs(shapes: Dict[str, Sequence[int]], seed: int = 1) -> Dict[str, 
     return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
 
 
-def quantize_qdq(float_path: Path, out_path: Path, input_name: str, shape: Sequence[int], samples: int = 8) -> Path:
-    """onnxruntime's static quantization (QDQ format, int8 weights and activations), calibrated on
-    a few random inputs."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.data = iter([{input_name: np.random.default_rng(i).standard_normal(shape).astype(np.float32)} for i in range(samples)])
-
-        def get_next(self):
-            return next(self.data, None)
-
-    quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return out_path
+from microtvm_registry.compile.sample_models import quantize_qdq  # noqa: E402,F401 - the tests' int8 models
