@@ -32,7 +32,8 @@ FLOORS: List[List[str]] = [
     ["project_api.client", "project_api.tvm_compat"],
     ["project"],
     ["compile", "compile.dtypes", "compile.mlf", "compile.plan", "compile.onnx_frontend", "compile.lower",
-     "compile.model_c", "compile.model", "compile.sample_models", "compile.int8"],
+     "compile.model_c", "compile.model", "compile.sample_models", "compile.int8",
+     "compile.template_kit"],
     ["device", "device.protocol", "device.session", "device.serial_transport", "device.qemu"],
     # the board database (shipped data) and what is plugged in (pyserial, pyusb, running QEMUs)
     ["boards", "boards.database", "boards.discovery"],

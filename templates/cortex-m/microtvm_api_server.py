@@ -24,12 +24,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from microtvm_registry.compile import mlf
+from microtvm_registry.compile import template_kit as kit
 from microtvm_registry.project_api import server
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -58,15 +57,7 @@ def _load_boards() -> Dict[str, Dict[str, Any]]:
 BOARDS = _load_boards()
 
 
-def _project_config() -> Dict[str, Any]:
-    path = PROJECT_DIR / PROJECT_FILE
-    if not path.is_file():
-        return {}
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-CONFIG = {} if IS_TEMPLATE else _project_config()
+CONFIG = {} if IS_TEMPLATE else kit.config_of(PROJECT_DIR, PROJECT_FILE)
 
 PROJECT_OPTIONS = [
     server.ProjectOption(
@@ -132,34 +123,11 @@ def CortexMError(message: str) -> server.ServerError:
     return server.ServerError(message)
 
 
-def _bool_option(value: Any, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _int_option(options: Dict[str, Any], name: str, default: int) -> int:
-    value = options.get(name)
-    if value is None or value == "":
-        return default
+def _int_option(options: Dict[str, Any], name: str, default: Optional[int]) -> Optional[int]:
     try:
-        result = int(value)
-    except (TypeError, ValueError):
-        raise CortexMError(f"option {name}={value!r} is not an integer; pass a byte count") from None
-    if result < 0:
-        raise CortexMError(f"option {name}={result} is negative; pass a byte count >= 0")
-    return result
-
-
-def _shared_runtime() -> Path:
-    for candidate in (PROJECT_DIR / "runtime", PROJECT_DIR.parent / "common" / "runtime"):
-        if (candidate / "mtvm_port.h").is_file():
-            return candidate
-    raise CortexMError(
-        f"the shared device runtime is missing beside {PROJECT_DIR} (templates/common/runtime); reinstall microtvm-registry"
-    )
+        return kit.int_option(options, name, default)
+    except kit.TemplateKitError as err:
+        raise CortexMError(str(err)) from None
 
 
 def _board(name: Any) -> Dict[str, Any]:
@@ -235,18 +203,6 @@ def board_config_header(board: Dict[str, Any], workspace: int, icount: bool) -> 
 UART_DRIVERS = {"cmsdk": "uart_cmsdk.c", "stm32": "uart_stm32.c"}
 
 _OVERFLOW_RE = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
-
-
-def _telling_line(lines: List[str]) -> str:
-    useful = [ln.strip() for ln in lines if "directory '" not in ln and ln.strip()]
-    for wanted in (
-        lambda ln: "error" in ln.lower() and not ln.startswith("make"),
-        lambda ln: "No such file" in ln or "not found" in ln,
-    ):
-        found = [ln for ln in useful if wanted(ln)]
-        if found:
-            return found[0]
-    return useful[-1] if useful else "no output"
 
 
 def build_report(elf: Path, board: Dict[str, Any]) -> Dict[str, Any]:
@@ -395,61 +351,30 @@ class Handler(server.ProjectAPIHandler):
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         options = options or {}
         board = _board(options.get("board"))
-        mlf_path = Path(model_library_format_path)
-        project_dir = Path(project_dir)
-        if not mlf_path.is_file():
-            raise CortexMError(f"model library {mlf_path} does not exist; export one with microtvm_registry.compile.mlf")
-        if project_dir.exists():
-            raise CortexMError(f"project folder {project_dir} already exists; choose a new folder or remove it")
         opt = options.get("opt_level") or "-O2"
         if opt not in OPT_LEVELS:
             raise CortexMError(f"option opt_level={opt!r} is not one of {', '.join(OPT_LEVELS)}")
         config = {
             "board": board["name"],
             "opt_level": opt,
-            "workspace_size_bytes": None
-            if options.get("workspace_size_bytes") in (None, "")
-            else _int_option(options, "workspace_size_bytes", DEFAULT_WORKSPACE_SIZE_BYTES),
-            "icount": _bool_option(options.get("icount"), True),
+            "workspace_size_bytes": _int_option(options, "workspace_size_bytes", None),
+            "icount": kit.bool_option(options.get("icount"), True),
         }
-        project_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.", suffix=".tmp", dir=str(project_dir.parent)))
         try:
-            self._populate(staging, mlf_path, board, config)
-            os.rename(staging, project_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            with kit.staged_project(Path(project_dir)) as out:
+                self._populate(out, Path(model_library_format_path), board, config)
+        except kit.TemplateKitError as err:
+            raise CortexMError(str(err)) from None
 
     def _populate(self, out: Path, mlf_path: Path, board: Dict[str, Any], config: Dict[str, Any]) -> None:
         shutil.copy2(__file__, out / "microtvm_api_server.py")
         shutil.copy2(PROJECT_DIR / "boards.json", out / "boards.json")
         shutil.copy2(PROJECT_DIR / "firmware.ld.template", out / "firmware.ld.template")
-        shutil.copytree(_shared_runtime(), out / "runtime")
+        shutil.copytree(kit.shared_runtime(PROJECT_DIR), out / "runtime")
         shutil.copytree(PROJECT_DIR / "src", out / "src")
-        shutil.copy2(mlf_path, out / MODEL_TAR_NAME)
-        try:
-            mlf.safe_extract(out / MODEL_TAR_NAME, out / "model")
-            library = mlf.load_model_library_format(out / "model")
-            table = mlf.function_table_source(library.functions)
-        except mlf.UnsafeArchiveError as err:
-            raise CortexMError(f"unsafe model archive: {err}; the project was not created") from None
-        except mlf.ModelLibraryError as err:
-            raise CortexMError(str(err)) from None
-        if not (out / "model" / "codegen" / "host" / "include" / "tvm" / "ffi" / "c_api.h").is_file():
-            raise CortexMError(
-                f"{mlf_path} carries no TVM headers (codegen/host/include/tvm/ffi/c_api.h); "
-                "export it with microtvm_registry.compile.mlf.export_model_library_format"
-            )
-        (out / "src" / "function_table.c").write_text(table)
-        from microtvm_registry.compile.model import ModelError, project_workspace_bytes
-
-        try:
-            config["workspace_size_bytes"] = project_workspace_bytes(
-                out / "model", config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES
-            )
-        except ModelError as err:
-            raise CortexMError(str(err)) from None
+        _library, config["workspace_size_bytes"] = kit.add_model(
+            out, mlf_path, config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES
+        )
         (out / "src" / "board_config.h").write_text(
             board_config_header(board, config["workspace_size_bytes"], config["icount"])
         )
@@ -478,7 +403,7 @@ class Handler(server.ProjectAPIHandler):
         make = shutil.which("make")
         if make is None:
             raise CortexMError("`make` is not on PATH; install make (e.g. apt-get install make)")
-        verbose = _bool_option(options.get("verbose"), False)
+        verbose = kit.bool_option(options.get("verbose"))
         cmd = [make, "-C", str(PROJECT_DIR)] + (["V=1"] if verbose else [])
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         output = proc.stdout.decode("utf-8", "replace")
@@ -497,7 +422,7 @@ class Handler(server.ProjectAPIHandler):
                 )
             tail = "\n".join(lines[-BUILD_LOG_TAIL_LINES:])
             raise CortexMError(
-                f"build of {PROJECT_DIR} failed (make exited {proc.returncode}): {_telling_line(lines)}; "
+                f"build of {PROJECT_DIR} failed (make exited {proc.returncode}): {kit.telling_line(lines)}; "
                 f"the compiler's last lines:\n{tail}"
             )
         report = build_report(PROJECT_DIR / FIRMWARE, board)
@@ -520,7 +445,7 @@ class Handler(server.ProjectAPIHandler):
             tmp = target.with_name(f".{target.name}.tmp")
             shutil.copy2(image, tmp)
             os.replace(tmp, target)
-            if _bool_option(options.get("verbose"), False):
+            if kit.bool_option(options.get("verbose")):
                 sys.stderr.write(f"flashed {board['name']} (emulated): the firmware answered {seconds * 1000:.0f} ms after QEMU started\n")
             return
         self._flash_real(board, image, options)
@@ -537,7 +462,7 @@ class Handler(server.ProjectAPIHandler):
             )
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         output = proc.stdout.decode("utf-8", "replace")
-        if _bool_option(options.get("verbose"), False):
+        if kit.bool_option(options.get("verbose")):
             sys.stderr.write(output)
         if proc.returncode != 0:
             last = (output.strip().splitlines() or ["no output"])[-1]

@@ -12,15 +12,13 @@ This script runs under the client's interpreter, which has microtvm_registry ins
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Optional
 
-from microtvm_registry.compile import mlf
+from microtvm_registry.compile import template_kit as kit
 from microtvm_registry.project_api import server
 
 PROJECT_DIR = Path(__file__).resolve().parent
@@ -62,49 +60,6 @@ def HostTemplateError(message: str) -> server.ServerError:
     return server.ServerError(message)
 
 
-def _bool_option(value: Any) -> bool:
-    """tvmc passes every option as a string, so "false" must not count as true."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _int_option(options: Dict[str, Any], name: str, default: int) -> int:
-    value = options.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        result = int(value)
-    except (TypeError, ValueError):
-        raise HostTemplateError(f"option {name}={value!r} is not an integer; pass a byte count") from None
-    if result < 0:
-        raise HostTemplateError(f"option {name}={result} is negative; pass a byte count >= 0")
-    return result
-
-
-def _shared_runtime() -> Path:
-    """The device runtime shared with the other packaged templates (templates/common/runtime)."""
-    for candidate in (PROJECT_DIR / "runtime", PROJECT_DIR.parent / "common" / "runtime"):
-        if (candidate / "mtvm_runtime.h").is_file():
-            return candidate
-    raise HostTemplateError(
-        f"the shared device runtime is missing beside {PROJECT_DIR} (templates/common/runtime); reinstall microtvm-registry"
-    )
-
-
-def _telling_line(lines: List[str]) -> str:
-    """The build output line most likely to say what went wrong (a compiler error first)."""
-    useful = [ln.strip() for ln in lines if "directory '" not in ln and ln.strip()]
-    for wanted in (
-        lambda ln: "error" in ln.lower() and not ln.startswith("make"),
-        lambda ln: "No such file" in ln or "not found" in ln,
-    ):
-        found = [ln for ln in useful if wanted(ln)]
-        if found:
-            return found[0]
-    return useful[-1] if useful else "no output"
-
-
 class Handler(server.ProjectAPIHandler):
     def __init__(self) -> None:
         super().__init__()
@@ -124,58 +79,18 @@ class Handler(server.ProjectAPIHandler):
 
     def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
         options = options or {}
-        mlf_path = Path(model_library_format_path)
-        project_dir = Path(project_dir)
-        if not mlf_path.is_file():
-            raise HostTemplateError(f"model library {mlf_path} does not exist; export one with microtvm_registry.compile.mlf")
-        if project_dir.exists():
-            raise HostTemplateError(f"project folder {project_dir} already exists; choose a new folder or remove it")
-        given = options.get("workspace_size_bytes")
-        workspace = None if given in (None, "") else _int_option(options, "workspace_size_bytes", DEFAULT_WORKSPACE_SIZE_BYTES)
-        project_dir.parent.mkdir(parents=True, exist_ok=True)
-        # Build the project beside its final place, then rename: a failure leaves nothing behind.
-        staging = Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.", suffix=".tmp", dir=str(project_dir.parent)))
         try:
-            self._populate(staging, mlf_path, workspace)
-            os.rename(staging, project_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-
-    def _populate(self, out: Path, mlf_path: Path, workspace: Optional[int]) -> None:
-        shutil.copy2(__file__, out / "microtvm_api_server.py")
-        shutil.copytree(_shared_runtime(), out / "runtime")
-        (out / "src").mkdir()
-        shutil.copy2(PROJECT_DIR / "src" / "main.c", out / "src" / "main.c")
-        shutil.copy2(mlf_path, out / MODEL_TAR_NAME)
-        try:
-            mlf.safe_extract(out / MODEL_TAR_NAME, out / "model")
-        except mlf.UnsafeArchiveError as err:
-            raise HostTemplateError(f"unsafe model archive: {err}; the project was not created") from None
-        except mlf.ModelLibraryError as err:
+            workspace = kit.int_option(options, "workspace_size_bytes", None)
+            with kit.staged_project(Path(project_dir)) as out:
+                shutil.copy2(__file__, out / "microtvm_api_server.py")
+                shutil.copytree(kit.shared_runtime(PROJECT_DIR), out / "runtime")
+                (out / "src").mkdir()
+                shutil.copy2(PROJECT_DIR / "src" / "main.c", out / "src" / "main.c")
+                _library, workspace = kit.add_model(out, Path(model_library_format_path), workspace, DEFAULT_WORKSPACE_SIZE_BYTES)
+                makefile = (PROJECT_DIR / "Makefile.template").read_text()
+                (out / "Makefile").write_text(makefile.replace("@WORKSPACE_SIZE_BYTES@", str(workspace)))
+        except kit.TemplateKitError as err:
             raise HostTemplateError(str(err)) from None
-        if not (out / "model" / "codegen" / "host" / "include" / "tvm" / "ffi" / "c_api.h").is_file():
-            raise HostTemplateError(
-                f"{mlf_path} carries no TVM headers (codegen/host/include/tvm/ffi/c_api.h); "
-                "export it with microtvm_registry.compile.mlf.export_model_library_format"
-            )
-        try:
-            library = mlf.load_model_library_format(out / "model")
-        except mlf.ModelLibraryError as err:
-            raise HostTemplateError(str(err)) from None
-        try:
-            table = mlf.function_table_source(library.functions)
-        except mlf.ModelLibraryError as err:
-            raise HostTemplateError(str(err)) from None
-        (out / "src" / "function_table.c").write_text(table)
-        from microtvm_registry.compile.model import ModelError, project_workspace_bytes
-
-        try:
-            workspace = project_workspace_bytes(out / "model", workspace, DEFAULT_WORKSPACE_SIZE_BYTES)
-        except ModelError as err:
-            raise HostTemplateError(str(err)) from None
-        makefile = (PROJECT_DIR / "Makefile.template").read_text()
-        (out / "Makefile").write_text(makefile.replace("@WORKSPACE_SIZE_BYTES@", str(workspace)))
 
     # ----------------------------------------------------------------- build
 
@@ -184,7 +99,7 @@ class Handler(server.ProjectAPIHandler):
         make = shutil.which("make")
         if make is None:
             raise HostTemplateError("`make` is not on PATH; install make and a C compiler (e.g. apt install build-essential)")
-        verbose = _bool_option(options.get("verbose"))
+        verbose = kit.bool_option(options.get("verbose"))
         cmd = [make, "-C", str(PROJECT_DIR)]
         if verbose:
             cmd.append("V=1")
@@ -197,7 +112,7 @@ class Handler(server.ProjectAPIHandler):
         if proc.returncode != 0:
             lines = output.rstrip().splitlines()
             # The first line is what a CLI shows: give it the most telling compiler line too.
-            summary = _telling_line(lines)
+            summary = kit.telling_line(lines)
             tail = "\n".join(lines[-BUILD_LOG_TAIL_LINES:])
             raise HostTemplateError(
                 f"build of {PROJECT_DIR} failed (make exited {proc.returncode}): {summary}; "

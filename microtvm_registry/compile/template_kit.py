@@ -1,0 +1,126 @@
+"""What our packaged templates' servers (host, cortex-m) share when they turn a Model Library
+Format into a project: option parsing, the shared device runtime, building a project beside its
+final place, adding the model (extract, check, function table, workspace from the plan) and the
+one line of a failed build that says why.
+
+Every failure is a ``TemplateKitError``: a server turns it into its own ServerError, so the
+message crosses the Project API unchanged. The servers run under the client's interpreter, which
+has microtvm_registry installed; TVM's own templates do not use this.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+from ..errors import ProjectError
+from . import mlf
+
+
+class TemplateKitError(ProjectError):
+    """A template could not generate or build a project (the message says why and what to do)."""
+
+
+def bool_option(value: Any, default: bool = False) -> bool:
+    """tvmc passes every option as a string, so "false" must not count as true."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def int_option(options: Mapping[str, Any], name: str, default: Optional[int]) -> Optional[int]:
+    """A non-negative integer option; ``default`` when not given (None: "not given")."""
+    value = options.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        result = int(value)
+    except (TypeError, ValueError):
+        raise TemplateKitError(f"option {name}={value!r} is not an integer; pass a byte count") from None
+    if result < 0:
+        raise TemplateKitError(f"option {name}={result} is negative; pass a byte count >= 0")
+    return result
+
+
+def shared_runtime(template_dir: Path) -> Path:
+    """The device runtime every packaged template builds from (templates/common/runtime), or the
+    copy a generated project carries."""
+    for candidate in (template_dir / "runtime", template_dir.parent / "common" / "runtime"):
+        if (candidate / "mtvm_runtime.h").is_file() and (candidate / "mtvm_port.h").is_file():
+            return candidate
+    raise TemplateKitError(
+        f"the shared device runtime is missing beside {template_dir} (templates/common/runtime); reinstall microtvm-registry"
+    )
+
+
+@contextlib.contextmanager
+def staged_project(project_dir: Path) -> Iterator[Path]:
+    """A folder beside ``project_dir`` to fill, renamed into place when the block succeeds: a
+    failed generate leaves nothing behind."""
+    project_dir = Path(project_dir)
+    if project_dir.exists():
+        raise TemplateKitError(f"project folder {project_dir} already exists; choose a new folder or remove it")
+    project_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.", suffix=".tmp", dir=str(project_dir.parent)))
+    try:
+        yield staging
+        os.rename(staging, project_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def add_model(out: Path, mlf_path: Path, workspace: Optional[int], default_workspace: int) -> Tuple[mlf.ModelLibrary, int]:
+    """Copies the MLF into ``out`` (model.tar, extracted to model/), checks it carries the TVM
+    headers, writes ``src/function_table.c``, and returns the library and the workspace to give
+    generated code (a compiled model's plan sizes it; see compile.model.project_workspace_bytes)."""
+    from .model import ModelError, project_workspace_bytes
+
+    mlf_path = Path(mlf_path)
+    if not mlf_path.is_file():
+        raise TemplateKitError(f"model library {mlf_path} does not exist; export one with microtvm_registry.compile.mlf")
+    shutil.copy2(mlf_path, out / "model.tar")
+    try:
+        mlf.safe_extract(out / "model.tar", out / "model")
+        if not (out / "model" / "codegen" / "host" / "include" / "tvm" / "ffi" / "c_api.h").is_file():
+            raise TemplateKitError(
+                f"{mlf_path} carries no TVM headers (codegen/host/include/tvm/ffi/c_api.h); "
+                "export it with microtvm_registry.compile.mlf.export_model_library_format"
+            )
+        library = mlf.load_model_library_format(out / "model")
+        (out / "src").mkdir(exist_ok=True)
+        (out / "src" / "function_table.c").write_text(mlf.function_table_source(library.functions))
+        return library, project_workspace_bytes(out / "model", workspace, default_workspace)
+    except mlf.UnsafeArchiveError as err:
+        raise TemplateKitError(f"unsafe model archive: {err}; the project was not created") from None
+    except (mlf.ModelLibraryError, ModelError) as err:
+        raise TemplateKitError(str(err)) from None
+
+
+def telling_line(lines: List[str]) -> str:
+    """The build output line most likely to say what went wrong (a compiler error first)."""
+    useful = [ln.strip() for ln in lines if "directory '" not in ln and ln.strip()]
+    for wanted in (
+        lambda ln: "error" in ln.lower() and not ln.startswith("make"),
+        lambda ln: "No such file" in ln or "not found" in ln,
+    ):
+        found = [ln for ln in useful if wanted(ln)]
+        if found:
+            return found[0]
+    return useful[-1] if useful else "no output"
+
+
+def config_of(project_dir: Path, name: str) -> Dict[str, Any]:
+    """A generated project's own settings file (``name``), or {} for a template."""
+    import json
+
+    path = Path(project_dir) / name
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
