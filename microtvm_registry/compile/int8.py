@@ -10,6 +10,8 @@ it recognizes into integer operators on the int8 values themselves:
   (sum((x - z) w) = sum(x w) - z sum(w)), and a conv's padding is made explicit with the zero
   point (a real 0, as the float conv padded);
 * mean (global average pooling over H and W): an int8 matmul with ones, accumulated in int32;
+  an unpadded average pool: a depthwise conv with ones; max pooling: on the int8 values;
+* add: both sides rescaled to the output scale in int32 fixed point;
 * reshape / flatten with unchanged quantization: the int8 tensor itself;
 * a Relu or Clip between the op and its quantize: a tighter clamp of the int8 result.
 
@@ -22,8 +24,9 @@ The weights are int8 constants (int32 for biases): a quarter of float32's flash.
 Why every integer layer starts from its int8 input with no cast of its own: TVM fuses a
 consumer's leading elementwise cast into the producer's epilogue, so a layer that began with
 ``astype`` would make the producer write a wider tensor to the arena. conv2d and matmul widen
-inside their reductions (out_dtype), so the arena holds int8 between layers. That is also why
-``add`` stays float32 here: its integer form begins with casts.
+inside their reductions (out_dtype), so the arena holds int8 between layers. ``add`` does begin
+with casts, but in a residual net the side that feeds only the add fuses it into its producer,
+and the other side is int8 already, kept for its other reader.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from typing import Any, List, Optional, Tuple
 import numpy as np
 
 ROUNDING_BITS = 31  # the multiplier's precision: real = m * 2**-shift, m in [2**30, 2**31)
-ADD_SHIFT = 24  # fixed-point fraction bits for add's two rescalings
+ADD_SHIFT = 16  # add's fixed-point fraction bits: (x - z) * m fits int32 for scale ratios up to 2**7
 
 
 def fixed_point(real: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -211,12 +214,65 @@ def rewrite_qdq(mod: Any) -> Tuple[Any, List[str], List[str]]:
                 sums = relax.op.matmul(rows, const(np.ones((count, 1), np.int8), "int8"), out_dtype="int32")
                 total = relax.op.add(relax.op.reshape(sums, (n, c, 1, 1)), const(np.array(-int(x[2]) * count, np.int32), "int32"))
                 return self.requantize(total, np.array(x[1].item() / (count * s_out.item())), z_out, lo, hi, ()), "mean"
+            if name == "relax.add":
+                return self.add(call, s_out, z_out, lo, hi)
+            if name == "relax.nn.max_pool2d":
+                x = self.dequantized(call.args[0])
+                if x is None or not self.same_quantization(x, s_out, z_out):
+                    return None  # max commutes with the quantization only at the same scale and zero point
+                a = call.attrs
+                return relax.op.nn.max_pool2d(
+                    self.visit_expr(x[0]), pool_size=a.pool_size, strides=a.strides, padding=a.padding,
+                    dilation=a.dilation, ceil_mode=a.ceil_mode, layout=a.layout,
+                ), "max_pool2d"
+            if name == "relax.nn.avg_pool2d":
+                return self.avg_pool(call, s_out, z_out, lo, hi)
             if name == "relax.reshape":
                 x = self.dequantized(call.args[0])
-                if x is None or x[1].size != 1 or not np.isclose(x[1].item(), s_out.item()) or int(x[2]) != int(z_out):
+                if x is None or not self.same_quantization(x, s_out, z_out):
                     return None
                 return relax.op.reshape(self.visit_expr(x[0]), call.args[1]), "reshape"
             return None
+
+        def same_quantization(self, x: Tuple[Any, np.ndarray, np.ndarray, int], s_out: np.ndarray, z_out: np.ndarray) -> bool:
+            return x[1].size == 1 and bool(np.isclose(x[1].item(), s_out.item())) and int(x[2]) == int(z_out)
+
+        def add(self, call: Any, s_out: np.ndarray, z_out: np.ndarray, lo: int, hi: int) -> Optional[Tuple[Any, str]]:
+            """Both sides rescaled to the output scale in int32 fixed point. In a residual net the
+            branch that feeds only this add fuses it into its producer's epilogue, so the arena
+            still holds int8; the other side is int8 already materialized for its other reader."""
+            a, b = self.dequantized(call.args[0]), self.dequantized(call.args[1])
+            if a is None or b is None or a[1].size != 1 or b[1].size != 1:
+                return None
+            one = float(1 << ADD_SHIFT)
+            parts = []
+            for x in (a, b):
+                m = int(round(x[1].item() / s_out.item() * one))
+                if not 0 < m < (1 << 22):
+                    return None  # a scale ratio int32 cannot carry: leave it float
+                shifted = relax.op.subtract(relax.op.astype(self.visit_expr(x[0]), "int32"), const(x[2].reshape(()), "int32"))
+                parts.append(relax.op.multiply(shifted, const(np.array(m), "int32")))
+            total = relax.op.add(relax.op.add(parts[0], parts[1]), const(np.array(1 << (ADD_SHIFT - 1)), "int32"))
+            y = relax.op.add(relax.op.right_shift(total, const(np.array(ADD_SHIFT), "int32")), const(z_out.reshape(()), "int32"))
+            y = relax.op.minimum(relax.op.maximum(y, const(np.array(lo), "int32")), const(np.array(hi), "int32"))
+            return relax.op.astype(y, "int8"), "add"
+
+        def avg_pool(self, call: Any, s_out: np.ndarray, z_out: np.ndarray, lo: int, hi: int) -> Optional[Tuple[Any, str]]:
+            """An unpadded average pool as a depthwise conv with ones (int8 in, int32 sums), then a
+            requantization by 1 / window; padded pools divide by a varying count: left float."""
+            x = self.dequantized(call.args[0])
+            a = call.attrs
+            if x is None or x[1].size != 1 or any(int(v) for v in a.padding) or str(a.layout) != "NCHW" or bool(a.ceil_mode):
+                return None
+            if any(int(d) != 1 for d in a.dilation):
+                return None
+            channels = int(call.args[0].ty.shape[1])
+            kh, kw = (int(v) for v in a.pool_size)
+            ones = np.ones((channels, 1, kh, kw), np.int8)
+            sums = relax.op.nn.conv2d(self.visit_expr(x[0]), const(ones, "int8"), strides=a.strides, padding=[0, 0, 0, 0],
+                                      groups=channels, out_dtype="int32")
+            sums = relax.op.add(sums, const(np.array(-int(x[2]) * kh * kw, np.int32), "int32"))
+            return self.requantize(sums, np.array(x[1].item() / (kh * kw * s_out.item())), z_out, lo, hi, ()), "avg_pool2d"
 
         def visit_var_binding_(self, binding: Any) -> None:
             value = binding.value
