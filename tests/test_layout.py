@@ -33,10 +33,12 @@ FLOORS: List[List[str]] = [
     ["project"],
     ["compile", "compile.dtypes", "compile.mlf", "compile.plan", "compile.onnx_frontend", "compile.lower",
      "compile.model_c", "compile.model", "compile.sample_models", "compile.int8",
-     "compile.template_kit"],
+     "compile.template_kit", "compile.schedules", "compile.tuning_records"],
     ["device", "device.protocol", "device.session", "device.serial_transport", "device.qemu"],
     # the board database (shipped data) and what is plugged in (pyserial, pyusb, running QEMUs)
     ["boards", "boards.database", "boards.discovery"],
+    # tuning: compiles kernels, builds and flashes them on a board, measures them
+    ["tuning", "tuning.tuner"],
     ["host", "host.mlf", "host.protocol", "host.session", "cli", "cli._common", "cli.registry_cmds",
      "cli.project_cmds", "cli.host_cmds", "cli.board_cmds", "cli.compile_cmds", "__main__"],
 ]

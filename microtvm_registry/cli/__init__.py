@@ -23,7 +23,7 @@ GROUPS = {
     "project_cmds": ("info", "create-project", "build", "flash"),
     "host_cmds": ("run", "demo"),
     "board_cmds": ("boards", "devices"),
-    "compile_cmds": ("compile",),
+    "compile_cmds": ("compile", "tune"),
 }
 
 

@@ -36,8 +36,30 @@ def register(subparsers) -> None:
         help="a static shape for an input with dynamic dimensions, e.g. x=1,1,49,10 (repeatable)",
     )
     comp.add_argument("--name", help="the model's C name (default: from the file name)")
+    comp.add_argument("--records", metavar="FILE", help="tuning records from `microtvm tune`: build each kernel with its best schedule")
+    comp.add_argument("--board", metavar="BOARD", help="with --records: use only records measured on this board")
     add_json_flag(comp)
     comp.set_defaults(handler=cmd_compile)
+
+    tune = subparsers.add_parser(
+        "tune",
+        help="tune a model's kernels on a board (emulated or real), keeping the measurements as records",
+        description=(
+            "For each distinct kernel of the compiled model, build schedule candidates into one firmware, run them "
+            "on the board through the Project API, check each against the default kernel's output and time it with "
+            "the board's own counter (instructions under QEMU -icount, cycles on a real board). Every measurement "
+            "is appended to the records file at once: Ctrl-C keeps them and a re-run resumes. Then "
+            "`microtvm compile --records FILE` builds the model with the best schedule per kernel."
+        ),
+    )
+    tune.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
+    tune.add_argument("--board", required=True, metavar="BOARD", help="a board of the cortex-m template, e.g. mps2-an386")
+    tune.add_argument("--trials", type=int, metavar="N", help="candidates per kernel besides the default (default: all)")
+    tune.add_argument("--records", metavar="FILE", help="the JSON-lines records file (default: MODEL.BOARD.records.jsonl beside the model)")
+    tune.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=SHAPE",
+                      help="a static shape for an input with dynamic dimensions (repeatable)")
+    add_json_flag(tune)
+    tune.set_defaults(handler=cmd_tune)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -50,9 +72,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
         raise MicrotvmError(f"--output {output} is a folder; name the .tar file to write")
     compiled = compile_model(
-        Path(args.model), output, target=args.target, inputs=parse_input_shapes(args.inputs), name=args.name
+        Path(args.model), output, target=args.target, inputs=parse_input_shapes(args.inputs), name=args.name,
+        records=Path(args.records) if args.records else None, board=args.board,
     )
     summary = compiled.summary
+    if args.records:
+        summary = dict(summary, tuned=compiled.tuned, untuned=compiled.untuned)
+        if compiled.untuned:
+            print(f"microtvm: {len(compiled.untuned)} kernels had no record for {compiled.target}"
+                  f"{' on ' + args.board if args.board else ''}, built as by default: {', '.join(compiled.untuned)}", file=sys.stderr)
     if summary["float_operators"]:
         print(
             f"microtvm: warning: {Path(args.model).name} is quantized (QDQ), but these of its operators stay float32: "
@@ -69,6 +97,60 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"  weights: {summary['weights_bytes']:,} bytes (constants, in flash)")
     print(f"  arena: {summary['arena_bytes']:,} bytes; workspace: {summary['workspace_bytes']:,} bytes (static, in RAM)")
     print(f"  inputs and outputs: {summary['io_bytes']:,} bytes")
+    for kernel, how in sorted(compiled.tuned.items()):
+        print(f"  tuned {kernel}: {how}")
     if summary["integer_operators"]:
         print(f"  int8: {', '.join(summary['integer_operators'])} run in integers (int8 weights and activations, int32 accumulation)")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from ..compile.onnx_frontend import parse_input_shapes
+    from ..tuning.tuner import tune_model
+
+    model = Path(args.model)
+    records = Path(args.records) if args.records else model.with_name(f"{model.stem}.{args.board}.records.jsonl")
+    if args.trials is not None and args.trials < 0:
+        from ..errors import OptionError
+
+        raise OptionError(f"--trials {args.trials} is negative; give a number of candidates >= 0")
+    bar = None
+    if sys.stderr.isatty() and not args.json:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="tuning", unit="candidate", file=sys.stderr, leave=False)
+
+    def progress(kind: str, result) -> None:
+        if bar is None:
+            return
+        if kind == "measured":
+            bar.update(1)
+        best = f"{result.best_count:,.0f}" if result.best_count is not None else "-"
+        bar.set_postfix_str(f"{result.kernel}: best {best} (default {result.default_count or 0:,.0f})")
+
+    try:
+        report = tune_model(model, args.board, records, trials=args.trials, inputs=parse_input_shapes(args.inputs), progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    rate = report.measured / (report.seconds / 60) if report.seconds > 0 else 0.0
+    rows = []
+    for k in report.kernels:
+        speed = f"{k.default_count / k.best_count:.2f}x" if k.default_count and k.best_count else "-"
+        rows.append({"kernel": k.kernel, "default": k.default_count, "best": k.best_count, "speedup": speed,
+                     "schedule": k.best.describe() if k.best else None, "measured": k.measured, "cached": k.skipped,
+                     "not_applicable": k.not_applicable, "wrong": k.wrong})
+    if args.json:
+        print_json({"board": report.board, "target": report.target, "unit": report.unit, "records": str(records),
+                    "measured": report.measured, "seconds": report.seconds, "kernels": rows})
+        return 0
+    from ._common import print_table
+
+    print_table(
+        ["KERNEL", f"DEFAULT ({report.unit or 'count'})", "BEST", "SPEEDUP", "SCHEDULE"],
+        [[r["kernel"], f"{r['default']:,.0f}" if r["default"] else "(cached)", f"{r['best']:,.0f}" if r["best"] else "-",
+          r["speedup"], r["schedule"] or "-"] for r in rows],
+    )
+    print(f"{report.measured} candidates measured on {report.board} in {report.seconds:.0f} s ({rate:.1f} per minute); "
+          f"records: {records}; apply them with: microtvm compile {model} -o model.tar --target {report.target} --records {records}")
     return 0

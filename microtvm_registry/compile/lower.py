@@ -11,7 +11,7 @@ workspace functions and libm.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .mlf import ArgInfo, FunctionInfo, workspace_needs
 from .onnx_frontend import ModelError
@@ -163,11 +163,8 @@ class _PlanReader:
         return outputs
 
 
-def lower(
-    mod: Any, target: str, input_names: Sequence[str], output_names: Sequence[str]
-) -> Tuple[Plan, str, List[FunctionInfo], List[Any]]:
-    """(plan, C source of all kernels, the kernels as callable functions, the constants' data
-    as numpy arrays in the plan's constant order)."""
+def pipeline(mod: Any, target: str) -> Any:
+    """TVM's lowering to kernels and a statically planned ``main`` (see the module docstring)."""
     import tvm
     from tvm import relax
 
@@ -176,21 +173,52 @@ def lower(
         mod = relax.get_pipeline("zero")(mod)
         mod = relax.transform.CallTIRRewrite()(mod)
         mod = relax.transform.StaticPlanBlockMemory()(mod)
+    return mod
+
+
+def kernel_funcs(mod: Any) -> Dict[str, Any]:
+    """The kernels (PrimFuncs) of a lowered module, by name, each with its own global symbol."""
+    import tvm
+
+    return {
+        gvar.name_hint: func.with_attr("global_symbol", gvar.name_hint)
+        for gvar, func in mod.functions.items()
+        if isinstance(func, tvm.tirx.PrimFunc)
+    }
+
+
+def build_kernels(prim_funcs: Dict[str, Any]) -> str:
+    """The C source of all ``prim_funcs`` as ONE module, runtime asserts off."""
+    import tvm
+
+    with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
+        built = tvm.tirx.build(tvm.IRModule(prim_funcs), target="c")
+    return built.inspect_source()
+
+
+def lower(
+    mod: Any,
+    target: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    schedule: Optional[Callable[[str, Any], Any]] = None,
+) -> Tuple[Plan, str, List[FunctionInfo], List[Any]]:
+    """(plan, C source of all kernels, the kernels as callable functions, the constants' data
+    as numpy arrays in the plan's constant order). ``schedule(name, prim_func)`` may replace a
+    kernel with a scheduled one (tuning records) before the build."""
+    mod = pipeline(mod, target)
     reader = _PlanReader(input_names, output_names)
     inputs, outputs, layout = reader.read(mod["main"])
     resolved = [(kernel, tuple(reader.alias.get(a, a) for a in args)) for kernel, args in reader.calls]
 
     used = {kernel for kernel, _ in resolved}
-    prim_funcs = {}
-    for gvar, func in mod.functions.items():
-        if gvar.name_hint in used:
-            prim_funcs[gvar.name_hint] = func.with_attr("global_symbol", gvar.name_hint)
+    prim_funcs = {name: func for name, func in kernel_funcs(mod).items() if name in used}
     missing = used - set(prim_funcs)
     if missing:
         raise ModelError(f"the lowered model calls {sorted(missing)[0]}, which is not a kernel of the module")
-    with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
-        built = tvm.tirx.build(tvm.IRModule(prim_funcs), target="c")
-    source = built.inspect_source()
+    if schedule is not None:
+        prim_funcs = {name: schedule(name, func) for name, func in prim_funcs.items()}
+    source = build_kernels(prim_funcs)
     needs = workspace_needs(source)
 
     calls = [Call(kernel, args, int(needs.get(kernel) or 0)) for kernel, args in resolved]

@@ -456,8 +456,12 @@ def export_model_library_format(
     *,
     model_name: str = "default",
     outputs: Optional[Mapping[str, Sequence[str]]] = None,
+    disable_asserts: bool = False,
 ) -> Path:
     """Compiles ``module`` for target "c" and writes it as an MLF tar at ``path``.
+
+    ``disable_asserts`` builds without TVM's runtime argument checks, as a compiled model's
+    kernels are (the tuner measures kernels the way the model will run them).
 
     ``module`` is a ``tvm.IRModule`` of PrimFuncs (each is exported under its name in the
     module), a single PrimFunc, or a module already built with target "c" (then arguments are
@@ -505,7 +509,9 @@ def export_model_library_format(
             functions.append(FunctionInfo(name, _prim_func_args(name, func, outputs.get(name))))
         module = tvm.IRModule(renamed)
         ir_text = module.script()
-        built = tvm.tirx.build(module, target="c")
+        config = {"tirx.disable_assert": True} if disable_asserts else {}
+        with tvm.transform.PassContext(config=config):
+            built = tvm.tirx.build(module, target="c")
         source = built.inspect_source()
     defined = set(defined_functions(source))
     for fn in functions:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -29,6 +29,8 @@ class CompiledModel:
     name: str
     target: str
     plan: Plan
+    tuned: Dict[str, str] = field(default_factory=dict)  # kernel -> the record's schedule, with --records
+    untuned: List[str] = field(default_factory=list)  # kernels the records had nothing for
 
     @property
     def summary(self) -> Dict[str, Any]:
@@ -58,8 +60,13 @@ def compile_model(
     target: str = "host",
     inputs: Optional[Mapping[str, Sequence[int]]] = None,
     name: Optional[str] = None,
+    records: Optional[Path] = None,
+    board: Optional[str] = None,
 ) -> CompiledModel:
-    """Compiles the ONNX model at ``model_path`` for ``target`` into the MLF tar ``output``."""
+    """Compiles the ONNX model at ``model_path`` for ``target`` into the MLF tar ``output``.
+
+    ``records`` (from ``microtvm tune``): each kernel whose workload has a correct record for
+    this target (measured on ``board``, when given) is built with the fastest record's schedule."""
     from ..packaged import get_packaged_resource
     from .lower import lower
     from .model_c import header_source, model_source
@@ -85,7 +92,14 @@ def compile_model(
         from .int8 import rewrite_qdq
 
         mod, integer_ops, float_ops = rewrite_qdq(mod)
-    plan, kernel_source, kernels, constants = lower(mod, target, list(shapes), [o.name for o in model.graph.output])
+    tuned: Dict[str, str] = {}
+    untuned: List[str] = []
+    schedule = None
+    if records is not None:
+        schedule = _schedule_from_records(Path(records), target, board, tuned, untuned)
+    plan, kernel_source, kernels, constants = lower(
+        mod, target, list(shapes), [o.name for o in model.graph.output], schedule=schedule
+    )
     plan.operators = operator_counts(model)
     plan.float_ops = float_ops
     plan.integer_ops = sorted(set(integer_ops))
@@ -108,7 +122,28 @@ def compile_model(
                         "tvm_version": tvm.__version__},
         extra_members=members,
     )
-    return CompiledModel(Path(output), name, target, plan)
+    return CompiledModel(Path(output), name, target, plan, tuned, sorted(untuned))
+
+
+def _schedule_from_records(records: Path, target: str, board: Optional[str], tuned: Dict[str, str], untuned: List[str]):
+    """A lower() schedule hook that applies the best record per workload (filling tuned/untuned)."""
+    from .tuning_records import RecordsFile, best
+    from .schedules import apply, workload
+
+    read, _damaged = RecordsFile(records).read()
+    if not read:
+        raise ModelError(f"--records {records} holds no tuning records; run microtvm tune first")
+    chosen = best(read, target, board)
+
+    def schedule(kernel: str, func: Any) -> Any:
+        record = chosen.get(workload(kernel, func)["hash"])
+        if record is None:
+            untuned.append(kernel)
+            return func
+        tuned[kernel] = f"{record.recipe.describe()} ({record.count:,.0f} {record.unit} on {record.board})"
+        return apply(func, record.recipe)
+
+    return schedule
 
 
 def _target_json(target: str) -> Dict[str, Any]:

@@ -280,6 +280,38 @@ class Session:
 
         return evaluate
 
+    # ------------------------------------------------- one upload, many callers
+
+    def load(self, name: str, *arrays: Any) -> None:
+        """Uploads ``name``'s arguments once: functions of the same signature (a kernel's
+        schedule variants) are then called and timed on them without uploading again, which on
+        an emulated board's UART is most of the time."""
+        fn = self.function(name)
+        self._loaded = self._check_args(fn, arrays, True)
+        self._exchange(self._upload_requests(self._loaded, [True] * len(self._loaded)), name, [0] * len(self._loaded))
+
+    def call_loaded(self, name: str) -> List[Any]:
+        """Calls ``name`` on the loaded arguments; returns its outputs (as :meth:`call` does)."""
+        fn, args = self._loaded_call(name)
+        outputs = [i for i, a in enumerate(fn.args) if a.role == "output"] if fn.args else [len(args) - 1]
+        return self._call_slots(fn, args, outputs)
+
+    def time_loaded(self, name: str, number: int = 1, repeat: int = 1) -> TimingResult:
+        """Times ``name`` on the loaded arguments with the device's counter."""
+        fn, args = self._loaded_call(name)
+        payload = protocol.time_payload(self._index[name], number, repeat, list(range(len(args))))
+        (times,) = self._exchange([(protocol.MSG_TIME, payload)], name, [4 + 8 * repeat])
+        return timing_result(self.hello.clock, protocol.parse_times(times.payload), number)
+
+    def _loaded_call(self, name: str) -> Tuple[FunctionInfo, List[Any]]:
+        fn = self.function(name)
+        args = getattr(self, "_loaded", None)
+        if args is None:
+            raise SessionError(f"{name}: nothing is loaded; call load() with its arguments first")
+        if fn.args and [(a.shape, a.dtype) for a in fn.args] != [(tuple(x.shape), str(x.dtype)) for x in args]:
+            raise SessionError(f"{name} does not take the loaded arguments; load its own first")
+        return fn, args
+
     # ---------------------------------------------------------------- utilities
 
     def echo(self, payload: bytes) -> bytes:
@@ -338,15 +370,20 @@ class Session:
         return requests
 
     def _invoke(self, fn: FunctionInfo, args: Sequence[Any], upload_data: Sequence[bool], read_back: Sequence[int]) -> List[Any]:
+        requests = self._upload_requests(args, upload_data)
+        return self._call_slots(fn, args, read_back, requests)
+
+    def _call_slots(self, fn: FunctionInfo, args: Sequence[Any], read_back: Sequence[int], before: Sequence[Tuple[int, bytes]] = ()) -> List[Any]:
+        """Calls ``fn`` on slots 0..n-1 (after the ``before`` requests) and reads back outputs."""
         import numpy as np
 
-        requests = self._upload_requests(args, upload_data)
+        requests = list(before)
         requests.append((protocol.MSG_CALL, protocol.call_payload(self._index[fn.name], list(range(len(args))))))
         requests += [(protocol.MSG_READ, protocol.slot_payload(i)) for i in read_back]
-        expect = [0] * (len(args) + 1) + [args[i].nbytes for i in read_back]
+        expect = [0] * (len(before) + 1) + [args[i].nbytes for i in read_back]
         replies = self._exchange(requests, fn.name, expect)
         results = []
-        for i, frame in zip(read_back, replies[len(args) + 1 :]):
+        for i, frame in zip(read_back, replies[len(before) + 1 :]):
             array = args[i]
             if len(frame.payload) != array.nbytes:
                 raise SessionError(
