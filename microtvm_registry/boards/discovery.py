@@ -205,8 +205,10 @@ def describe(device: Device) -> str:
     return f"{what}{extra}"
 
 
-def pick_port(board: str, devices: Optional[List[Device]] = None, db: Optional[BoardDatabase] = None) -> str:
-    """The serial port of the one connected device that can be ``board`` (``serial_port=auto``).
+def pick_port(
+    board: str, devices: Optional[List[Device]] = None, db: Optional[BoardDatabase] = None, option: str = "serial_port"
+) -> str:
+    """The serial port of the one connected device that can be ``board`` (``<option>=auto``).
 
     None, or several, is a BoardError that lists what was found, so the user can pass the port.
     """
@@ -221,10 +223,10 @@ def pick_port(board: str, devices: Optional[List[Device]] = None, db: Optional[B
     if not matching:
         wanted = ", ".join(u.id for u in db.get(board).usb) or "no USB ids known"
         raise BoardError(
-            f"serial_port=auto: no connected device can be {board} ({wanted}); found: {seen}; "
-            "plug the board in, or pass -o serial_port=PORT"
+            f"{option}=auto: no connected device can be {board} ({wanted}); found: {seen}; "
+            f"plug the board in, or pass -o {option}=PORT"
         )
     raise BoardError(
-        f"serial_port=auto: {len(matching)} connected devices can be {board}: "
-        f"{', '.join(describe(d) for d in matching)}; pass -o serial_port=PORT"
+        f"{option}=auto: {len(matching)} connected devices can be {board}: "
+        f"{', '.join(describe(d) for d in matching)}; pass -o {option}=PORT"
     )

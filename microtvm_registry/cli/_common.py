@@ -49,3 +49,22 @@ def print_table(headers: Sequence[str], rows: List[Sequence[Any]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+#: Where TVM's templates name a board (v0.9+: "board"; v0.8: per platform).
+BOARD_OPTIONS = ("board", "arduino_board", "zephyr_board")
+
+
+def resolve_auto_port(options: Dict[str, str]) -> Dict[str, str]:
+    """``-o port=auto`` for templates that take a serial ``port`` and know no "auto" (TVM's
+    arduino template): the one connected device that can be the board named by ``-o board=``.
+    Our cortex-m template resolves its own ``serial_port=auto``."""
+    value = options.get("port")
+    if value is None or value.strip().lower() != "auto":
+        return options
+    board = next((options[k] for k in BOARD_OPTIONS if options.get(k)), None)
+    if board is None:
+        raise OptionError("-o port=auto needs the board to look for: add -o board=NAME (as `microtvm boards` names it)")
+    from ..boards.discovery import pick_port
+
+    return dict(options, port=pick_port(board, option="port"))

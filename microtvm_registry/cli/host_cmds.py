@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import MicrotvmError, OptionError
-from ._common import add_json_flag, add_option_flag, parse_key_values, print_json
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port
 
 TVM_MISSING = "apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
 
@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     written: List[Dict[str, Any]] = []
     timing = None
     per_call: List[Any] = []
-    with Session.open(project_dir, parse_key_values(args.options)) as sess:
+    with Session.open(project_dir, resolve_auto_port(parse_key_values(args.options))) as sess:
         names = [f.name for f in sess.functions]
         function = args.function
         if function is None and sess.model is not None:

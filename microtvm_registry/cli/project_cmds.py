@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import ProjectError
-from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, print_table
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, print_table, resolve_auto_port
 
 #: Same value as project_api.client.DEFAULT_TIMEOUT_SEC (not imported: keeps the parser light).
 _DEFAULT_TIMEOUT = 600.0
@@ -194,7 +194,7 @@ def cmd_create_project(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, method: str) -> int:
     from ..project import GeneratedProject
 
-    options = parse_key_values(args.options)
+    options = resolve_auto_port(parse_key_values(args.options))
     folder = _project_dir(args.project_dir, method)
     with GeneratedProject.from_directory(folder, timeout=args.timeout) as project:
         getattr(project, method)(options)

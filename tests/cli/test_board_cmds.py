@@ -73,3 +73,66 @@ def test_devices_without_libusb_lists_serial_ports_and_says_why_once(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("microtvm: debug probes without a serial port are not listed")
     out = devices(tmp_path, "no_backend", "--json")
     assert [d["port"] for d in json.loads(out.stdout)] == ["/dev/ttyACM0"]  # stdout stays pure JSON
+
+
+ARDUINO_LIKE_SERVER = '''
+"""A generated project shaped like TVM's arduino template: options board and port (a serial port,
+no "auto" of its own); flash records the options it was given."""
+import json
+from pathlib import Path
+
+from microtvm_registry.project_api import server
+
+HERE = Path(__file__).resolve().parent
+
+
+class Handler(server.ProjectAPIHandler):
+    def server_info_query(self, tvm_version):
+        return server.ServerInfo(platform_name="arduino", is_template=False,
+                                 model_library_format_path=str(HERE / "model.tar"), project_options=[
+            server.ProjectOption("board", type="str", optional=["flash", "open_transport"], help="the board"),
+            server.ProjectOption("port", type="str", optional=["flash", "open_transport"], help="a serial port"),
+        ])
+
+    def generate_project(self, *args):
+        raise server.ServerError("not a template")
+
+    def build(self, options):
+        pass
+
+    def flash(self, options):
+        (HERE / "flashed.json").write_text(json.dumps(options))
+
+    def open_transport(self, options):
+        raise server.ServerError("no board here")
+
+    def close_transport(self):
+        pass
+
+    def read_transport(self, n, timeout_sec):
+        raise server.TransportClosedError()
+
+    def write_transport(self, data, timeout_sec):
+        raise server.TransportClosedError()
+
+
+if __name__ == "__main__":
+    server.main(Handler())
+'''
+
+
+def test_port_auto_for_a_template_that_has_no_auto_of_its_own(tmp_path):
+    project = tmp_path / "arduino-project"
+    project.mkdir()
+    (project / "microtvm_api_server.py").write_text(ARDUINO_LIKE_SERVER)
+    env = environment(SCENARIOS["nano33ble"], tmp_path)
+    out = run_cli("flash", str(project), "-o", "board=nano33ble", "-o", "port=auto", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((project / "flashed.json").read_text())["port"] == "/dev/ttyACM0"
+    out = run_cli("flash", str(project), "-o", "port=auto", env=env)
+    assert out.returncode == 1 and out.stderr.strip() == (
+        "microtvm: error: -o port=auto needs the board to look for: add -o board=NAME (as `microtvm boards` names it)"
+    )
+    out = run_cli("flash", str(project), "-o", "board=due", "-o", "port=auto", env=env)
+    assert out.returncode == 1
+    assert "port=auto: no connected device can be due (2341:003d); found: /dev/ttyACM0 (2341:805a)" in out.stderr

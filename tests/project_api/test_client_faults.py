@@ -23,6 +23,9 @@ def start(folder, mode, timeout=30.0, after=0):
 
 @pytest.fixture(autouse=True)
 def no_leaks():
+    # Collect what earlier tests left for the garbage collector first: their finalizers would
+    # otherwise close (and open) descriptors in the middle of this test and look like its leaks.
+    gc.collect()
     fds = open_fds()
     kids = children_of(os.getpid())
     yield

@@ -47,6 +47,11 @@ SCENARIOS: Dict[str, Dict[str, Any]] = {
         "ports": [],
         "usb": [{"vid": 0x1366, "pid": 0x0101, "bus": 2, "port_numbers": [1, 3], "unreadable": True}],
     },
+    "nano33ble": {
+        "ports": [{"device": "/dev/ttyACM0", "vid": 0x2341, "pid": 0x805A, "serial_number": "9F2D5D8C50515133", "location": "1-4:1.0",
+                   "manufacturer": "Arduino", "product": "Nano 33 BLE", "interface": None, "description": "Nano 33 BLE"}],
+        "usb": [],
+    },
     "no_backend": {
         "ports": [dict(STLINK_V21, device="/dev/ttyACM0", serial_number="0670FF383930434B43175436", location="1-2:1.2")],
         "usb": "no-backend",
