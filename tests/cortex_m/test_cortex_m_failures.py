@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support.cortex_m import TEMPLATE, qemu_pids
+from support.cortex_m import TEMPLATE, qemu_pids, still_running
 from microtvm_registry.device.session import Session
 from microtvm_registry.errors import BuildError, ProjectError, SessionError
 from microtvm_registry.project import GeneratedProject, generate_project
@@ -129,14 +129,6 @@ def test_build_report_is_written_and_fits(built_boards):
     assert report["flash"]["code_bytes"] > 1000
 
 
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "gone"
-
-
 def test_ctrl_c_mid_session_ends_everything_with_one_line(built_boards, fresh_copy):
     """Ctrl-C reaches the CLI's whole process group (CLI, template server, QEMU), as in a
     terminal. The silent firmware keeps the CLI waiting for hello, so the interrupt lands
@@ -172,4 +164,4 @@ def test_ctrl_c_mid_session_ends_everything_with_one_line(built_boards, fresh_co
     assert out == b""
     # Nothing started for the session still runs once the CLI has returned (a zombie waiting to
     # be reaped by init has stopped running; the autouse fixture waits for those to go).
-    assert {pid: _state(pid) for pid in started if _state(pid) not in ("Z", "X", "gone")} == {}
+    assert still_running(started) == []

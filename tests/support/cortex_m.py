@@ -26,3 +26,17 @@ def qemu_pids() -> List[int]:
             except OSError:
                 continue
     return pids
+
+
+def process_state(pid: int) -> str:
+    """A process's state letter from /proc ("R", "S", "Z" for a zombie ...), or "gone"."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def still_running(pids) -> list:
+    """Those of ``pids`` that still run (a zombie waiting for init to reap it does not)."""
+    return sorted(p for p in pids if process_state(p) not in ("Z", "X", "gone"))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from registry_support import run_cli
-from support.cortex_m import qemu_pids
+from support.cortex_m import qemu_pids, still_running
 from support.onnx_models import random_inputs, save
 
 pytestmark = pytest.mark.needs_tvm
@@ -123,18 +123,11 @@ def test_ctrl_c_keeps_the_records_measured_so_far(tmp_path):
     kept = [json.loads(line) for line in records.read_text().splitlines()]  # every line whole
     assert len(kept) >= 2
     deadline = time.monotonic() + 10
-    while [p for p in set(qemu_pids()) - before if _running(p)] and time.monotonic() < deadline:
+    while still_running(set(qemu_pids()) - before) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert [p for p in set(qemu_pids()) - before if _running(p)] == []
+    assert still_running(set(qemu_pids()) - before) == []
     again = run_cli("tune", str(model), "--board", BOARD, "--records", str(records), "--json", timeout=600)
     assert again.returncode == 0, again.stderr
     total = len(records.read_text().splitlines())
     assert json.loads(again.stdout)["measured"] == total - len(kept)  # only what was not measured yet
 
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
