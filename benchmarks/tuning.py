@@ -38,7 +38,8 @@ MLPERF_CLOCK_HZ = 120e6
 MLPERF = {"microTVM + CMSIS-NN (int8, NUCLEO-L4R5ZI)": 0.100, "TFLite Micro reference (int8, NUCLEO-L4R5ZI)": 0.182}
 
 
-def inference_count(model: Path, work: Path, tag: str, records=None) -> float:
+def inference_count(model: Path, work: Path, tag: str, records=None):
+    """(instructions per inference, the plan's static RAM: arena + workspace)."""
     compiled = compile_model(model, work / f"{tag}.tar", target=CORE, records=records, board=BOARD if records else None)
     project = generate_project(get_packaged_resource("templates/cortex-m"), compiled.path, work / tag, {"board": BOARD})
     with project:
@@ -48,7 +49,8 @@ def inference_count(model: Path, work: Path, tag: str, records=None) -> float:
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with Session.open(work / tag) as sess:
         sess.run(compiled.name, {"input": x})
-        return sess.time_evaluator(compiled.name, number=1, repeat=1)().counts[0]
+        count = sess.time_evaluator(compiled.name, number=1, repeat=1)().counts[0]
+    return count, compiled.plan.arena_bytes + compiled.plan.workspace_bytes
 
 
 def main() -> int:
@@ -65,12 +67,13 @@ def main() -> int:
             start = time.monotonic()
             report = tune_model(path, BOARD, records)
             seconds = time.monotonic() - start
-            before = inference_count(path, work, f"{kind}-default")
-            after = inference_count(path, work, f"{kind}-tuned", records=records)
+            before, ram_before = inference_count(path, work, f"{kind}-default")
+            after, ram_after = inference_count(path, work, f"{kind}-tuned", records=records)
             tuned_counts[kind] = after
             print(f"== DS-CNN {kind} on {BOARD} ({CORE}, QEMU -icount: instructions)")
             print(f"   default lowering (baseline): {before:,.0f} per inference")
             print(f"   tuned: {after:,.0f} per inference = {before / after:.2f}x fewer (goal >= 2x)")
+            print(f"   plan RAM (arena + workspace): {ram_before:,} B default -> {ram_after:,} B tuned = {ram_after / ram_before:.2f}x")
             print(f"   {report.measured} candidates over {len(report.kernels)} kernels in {seconds:.0f} s "
                   f"({report.measured / (seconds / 60):.0f} per minute, including import, builds and QEMU sessions)")
             for k in sorted(report.kernels, key=lambda k: -(k.default_count or 0))[:4]:

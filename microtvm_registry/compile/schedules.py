@@ -176,9 +176,16 @@ def _tile(sch: Any, main: Any, factor: int, local: bool) -> None:
         inner = loops[c + 1]
         sch.reorder(*loops[c + 2 :], inner)
         if local:
-            # accumulate in a small local buffer (registers, once unrolled), written back per pass
+            # accumulate in a small local buffer (registers, once unrolled), written back per pass;
+            # the epilogue (bias, ReLU, requantization) then rides on the write-back, so the
+            # full-size intermediate and its extra pass are gone
             write_back = sch.cache_write(main, 0, "local")
             sch.reverse_compute_at(write_back, list(sch.get_loops(main))[n_spatial - 1])
+            for consumer in sch.get_consumers(write_back):
+                try:
+                    sch.reverse_compute_inline(consumer)
+                except Exception:  # noqa: BLE001 - an epilogue that cannot ride along stays a pass of its own
+                    pass
         sch.decompose_reduction(main, list(sch.get_loops(main))[n_spatial])
         sch.unroll(list(sch.get_loops(main))[-1])
     except Exception as err:  # noqa: BLE001 - TVM's ScheduleError and friends
