@@ -209,7 +209,6 @@ def main() -> int:
 
         # 3. demo kernels per board
         print("3. demo kernels, instructions per call under QEMU -icount shift=0 (mean of 3 x 5), flash and RAM:")
-        rng = np.random.default_rng(0)
         names = ["dense", "bias_add", "relu", "dense_bias_relu"]
         print(f"   {'board':<11} " + " ".join(f"{n:>16}" for n in names) + f" {'FLASH B':>9} {'RAM B':>9}")
         results = {}

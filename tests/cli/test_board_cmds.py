@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from registry_support import run_cli
 from support.usb_double import SCENARIOS, environment

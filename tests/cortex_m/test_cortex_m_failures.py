@@ -13,7 +13,7 @@ import pytest
 
 from support.cortex_m import TEMPLATE, qemu_pids, still_running
 from microtvm_registry.device.session import Session
-from microtvm_registry.errors import BuildError, ProjectError, SessionError
+from microtvm_registry.errors import BuildError, SessionError
 from microtvm_registry.project import GeneratedProject, generate_project
 from microtvm_registry.project_api import server
 

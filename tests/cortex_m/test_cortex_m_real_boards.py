@@ -9,13 +9,12 @@ import os
 import sys
 import threading
 import tty
-from pathlib import Path
 
 import pytest
 
-from support.cortex_m import BOARDS, REAL, TEMPLATE
+from support.cortex_m import BOARDS, REAL
 from microtvm_registry.device import protocol
-from microtvm_registry.project import GeneratedProject, generate_project
+from microtvm_registry.project import GeneratedProject
 from microtvm_registry.project_api import server
 
 pytestmark = pytest.mark.needs_tvm
