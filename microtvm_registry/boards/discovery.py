@@ -126,12 +126,9 @@ def probe_devices(db: BoardDatabase, serial: List[Device]) -> Tuple[List[Device]
     serial port is already listed adds its name to that entry instead."""
     import usb.core
 
-    warnings: List[str] = []
     try:
         usb_devices = list(usb.core.find(find_all=True))
-    except usb.core.NoBackendError as err:
-        return [], [NO_BACKEND_HINT.format(why=err)]
-    except usb.core.USBError as err:
+    except (usb.core.NoBackendError, usb.core.USBError) as err:
         return [], [NO_BACKEND_HINT.format(why=err)]
     by_location = {}
     for s in serial:
@@ -140,16 +137,14 @@ def probe_devices(db: BoardDatabase, serial: List[Device]) -> Tuple[List[Device]
     found = []
     for dev in usb_devices:
         vid, pid = _hex4(dev.idVendor), _hex4(dev.idProduct)
-        known_probe = db.probe(vid, pid) is not None
-        known_board = bool(db.with_usb_id(vid, pid))
         product, readable = _usb_string(dev, "product")
-        if not (known_probe or known_board or (product and db.probe(vid, pid, product))):
+        probe = db.probe(vid, pid, product)  # by its id, else by what its product string says
+        if probe is None and not db.with_usb_id(vid, pid):
             continue
         ports = getattr(dev, "port_numbers", None) or ()
         location = f"{dev.bus}-{'.'.join(str(p) for p in ports)}" if ports else None
         if location and location in by_location:
             for s in by_location[location]:
-                probe = db.probe(vid, pid, product)
                 if probe is not None and s.probe is None:
                     s.probe = probe.name
             continue  # its serial port is listed already
@@ -169,7 +164,7 @@ def probe_devices(db: BoardDatabase, serial: List[Device]) -> Tuple[List[Device]
         )
         _match(device, db)
         found.append(device)
-    return found, warnings
+    return found, []
 
 
 def emulated_devices(db: BoardDatabase) -> List[Device]:

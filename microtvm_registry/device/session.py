@@ -128,6 +128,7 @@ class Session:
         self._timeout = timeout_sec
         self._decoder = FrameDecoder()
         self._broken: Optional[str] = None
+        self._loaded: Optional[List[Any]] = None  # arguments uploaded by load(), for call/time_loaded
         hello = self._exchange([(protocol.MSG_HELLO, b"")], "hello", [None])[0]
         if hello.type != protocol.REPLY_HELLO:
             raise SessionError(f"device answered hello with message type 0x{hello.type:02x}; is it a host project?")
@@ -269,16 +270,20 @@ class Session:
                     raise SessionError(f"function {name!r} has no argument list in the model; pass its arguments")
                 arrays = tuple(np.zeros(a.shape, dtype=a.dtype) for a in fn.args)
             args = self._check_args(fn, arrays, True)
-            requests = self._upload_requests(args, [True] * len(args))
-            slots = list(range(len(args)))
-            requests.append((protocol.MSG_TIME, protocol.time_payload(self._index[name], number, repeat, slots)))
-            replies = self._exchange(requests, name, [0] * len(args) + [4 + 8 * repeat])
-            times = replies[-1]
-            if times.type != protocol.REPLY_TIMES:
-                raise SessionError(f"{name}: device answered time with message type 0x{times.type:02x}")
-            return timing_result(self.hello.clock, protocol.parse_times(times.payload), number)
+            return self._time_slots(name, len(args), number, repeat, self._upload_requests(args, [True] * len(args)))
 
         return evaluate
+
+    def _time_slots(
+        self, name: str, nargs: int, number: int, repeat: int, before: Sequence[Tuple[int, bytes]] = ()
+    ) -> TimingResult:
+        """Times ``name`` on slots 0..nargs-1 (after the ``before`` requests) on the device's clock."""
+        payload = protocol.time_payload(self._index[name], number, repeat, list(range(nargs)))
+        replies = self._exchange(list(before) + [(protocol.MSG_TIME, payload)], name, [0] * len(before) + [4 + 8 * repeat])
+        times = replies[-1]
+        if times.type != protocol.REPLY_TIMES:
+            raise SessionError(f"{name}: device answered time with message type 0x{times.type:02x}")
+        return timing_result(self.hello.clock, protocol.parse_times(times.payload), number)
 
     # ------------------------------------------------- one upload, many callers
 
@@ -298,14 +303,12 @@ class Session:
 
     def time_loaded(self, name: str, number: int = 1, repeat: int = 1) -> TimingResult:
         """Times ``name`` on the loaded arguments with the device's counter."""
-        fn, args = self._loaded_call(name)
-        payload = protocol.time_payload(self._index[name], number, repeat, list(range(len(args))))
-        (times,) = self._exchange([(protocol.MSG_TIME, payload)], name, [4 + 8 * repeat])
-        return timing_result(self.hello.clock, protocol.parse_times(times.payload), number)
+        _fn, args = self._loaded_call(name)
+        return self._time_slots(name, len(args), number, repeat)
 
     def _loaded_call(self, name: str) -> Tuple[FunctionInfo, List[Any]]:
         fn = self.function(name)
-        args = getattr(self, "_loaded", None)
+        args = self._loaded
         if args is None:
             raise SessionError(f"{name}: nothing is loaded; call load() with its arguments first")
         if fn.args and [(a.shape, a.dtype) for a in fn.args] != [(tuple(x.shape), str(x.dtype)) for x in args]:

@@ -91,6 +91,7 @@ def tune_model(
     work_dir: Optional[Path] = None,
 ) -> TuneReport:
     """Tunes every distinct kernel of the model on ``board``; records go to ``records_path``."""
+    import numpy as np
     import tvm
 
     from ..boards.database import load_board_database
@@ -170,8 +171,6 @@ def tune_model(
                     timing = sess.time_loaded(vname)
                     unit = timing.unit
                     count = timing.counts[0] if timing.counts else timing.results[0]
-                    import numpy as np
-
                     error = float(np.max(np.abs(got.astype("float64") - want.astype("float64")))) if got.size else 0.0
                     if recipe.is_default:
                         result.default_count = count
