@@ -213,18 +213,10 @@ def _remove(path: Path) -> None:
 
 
 def _is_running_qemu(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        try:
-            os.kill(pid, 0)  # no /proc: all we can ask
-            return True
-        except OSError:
-            return False
-    comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")]
-    state = stat[stat.rfind(b")") + 2 :].split()[:1]
-    return comm == QEMU.encode()[:15] and state not in ([b"Z"], [b"X"])
+    from ..procs import is_running, proc_stat
+
+    stat = proc_stat(pid)
+    return is_running(pid) and (stat is None or stat.comm == QEMU[:15])
 
 
 def running_boards() -> List[RunningBoard]:

@@ -185,23 +185,18 @@ class _Channel:
 def _descendant_pids(pid: int) -> List[int]:
     """Every process below ``pid``, children first found by reading /proc (Linux); elsewhere
     none are found, and only the server itself is stopped."""
-    parents: Dict[int, int] = {}
+    from ..procs import proc_stat
+
     try:
         entries = os.listdir("/proc")
     except OSError:
         return []
+    parents: Dict[int, int] = {}
     for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces or parentheses, so split after it.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1:
-            parents[int(entry)] = int(fields[1])
+        if entry.isdigit():
+            stat = proc_stat(int(entry))
+            if stat is not None:
+                parents[int(entry)] = stat.ppid
     found: List[int] = []
     frontier = [pid]
     while frontier:
@@ -212,25 +207,9 @@ def _descendant_pids(pid: int) -> List[int]:
     return found
 
 
-def _running(pid: int) -> bool:
-    """True while ``pid`` runs. A zombie (dead, waiting for its parent, or for an init that may
-    be slow to reap in a container) has stopped: waiting on it would only spend the grace."""
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True  # no /proc (not Linux): kill(0) is all we know
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return not fields or fields[0] not in (b"Z", b"X")
-
-
 def _stop_pids(pids: List[int]) -> None:
     """SIGTERM, a short grace, then SIGKILL for whatever of ``pids`` is still there."""
-    alive = _running
+    from ..procs import is_running as alive
 
     for pid in pids:
         try:

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from fault_servers import children_of, fault_env, make_server_dir, open_fds
+from microtvm_registry import procs
 from microtvm_registry.project_api import client as C
 
 
@@ -260,9 +261,9 @@ def test_a_zombie_counts_as_stopped():
                 if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
                     break
             time.sleep(0.01)
-        assert C._running(child.pid) is False
+        assert procs.is_running(child.pid) is False
         os.kill(child.pid, 0)  # what the old check asked: it still "exists"
     finally:
         child.wait()
-    assert C._running(child.pid) is False
-    assert C._running(os.getpid()) is True
+    assert procs.is_running(child.pid) is False
+    assert procs.is_running(os.getpid()) is True

@@ -1,0 +1,44 @@
+"""What Linux's /proc says of a process: its command name, state and parent.
+
+One reader for the client (which ends what a stopped server started) and the emulated boards
+(which tell a running QEMU from a stale note). Where there is no /proc, nothing is known beyond
+whether ``kill(pid, 0)`` succeeds.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    comm: str  # the command name, at most 15 characters
+    state: str  # "R", "S", ... "Z" for a zombie
+    ppid: int
+
+
+def proc_stat(pid: int) -> Optional[ProcStat]:
+    """The process's /proc/<pid>/stat, or None (no such process, or no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces or parentheses, so split after the last ")"
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if len(fields) < 2:
+        return None
+    comm = stat[stat.find(b"(") + 1 : stat.rfind(b")")].decode("utf-8", "replace")
+    return ProcStat(comm, fields[0].decode("ascii", "replace"), int(fields[1]))
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` runs. A zombie (dead, waiting for its parent, or for an init that may
+    be slow to reap in a container) has stopped: waiting on it would only spend a grace period."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    stat = proc_stat(pid)
+    return stat is None or stat.state not in ("Z", "X")
