@@ -71,6 +71,10 @@ class OptionError(ProjectError):
     """A project option is unknown, missing, outside its choices, or not of its declared type."""
 
 
+class MissingToolError(ProjectError):
+    """A tool a template declares (``requires.tools``) is not on PATH."""
+
+
 class BuildError(ProjectError):
     """Building a project failed; the message carries the compiler's last lines."""
 

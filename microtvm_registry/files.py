@@ -5,11 +5,12 @@ the lowest floor with no imports from the rest of the package but ``dirs`` (lazi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 
 
@@ -83,8 +84,73 @@ def toml_decode_error() -> type:
     return tomllib.TOMLDecodeError
 
 
+#: How long a read-modify-write waits for another process's before giving up with a message.
+UPDATE_LOCK_TIMEOUT = 120.0
+
+
+@contextlib.contextmanager
+def update_lock(path: Path) -> Iterator[None]:
+    """Hold an inter-process lock on ``path`` across a read-modify-write of it.
+
+    Two ``microtvm lock`` (or ``index add``, ``trust``) runs that each read the file, add their
+    part and write it back would otherwise lose one another's part. The file itself cannot carry
+    the lock (an atomic write replaces its inode), and a lock file beside it would litter a
+    project, so the lock lives in our runtime folder, named by a hash of the file's real path
+    (a symlinked lockfile and its target share one lock).
+    """
+    import hashlib
+
+    from filelock import FileLock, Timeout
+
+    from .errors import MicrotvmError
+
+    real = os.path.realpath(path)
+    name = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32] + ".lock"
+    lock = FileLock(str(_lock_folder() / name), timeout=UPDATE_LOCK_TIMEOUT)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise MicrotvmError(
+            f"{real}: another microtvm command has been updating it for {UPDATE_LOCK_TIMEOUT:.0f} s; "
+            "wait for it to finish (or end it) and run this again"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _lock_folder() -> Path:
+    """Our runtime folder's locks/ (private to the user), else one in the system temp folder, so
+    a read-only shared cache still lets a user update their own files."""
+    import tempfile
+
+    from .dirs import runtime_dir
+
+    candidates = []
+    try:
+        candidates.append(runtime_dir() / "locks")
+    except Exception:  # noqa: BLE001 - no usable cache folder: the temp folder will do
+        pass
+    uid = os.getuid() if hasattr(os, "getuid") else "user"
+    candidates.append(Path(tempfile.gettempdir()) / f"microtvm-registry-{uid}" / "locks")
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    return candidates[-1]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write beside the target and rename over it, so readers never see half a file."""
+    """Write beside the target and rename over it, so readers never see half a file.
+
+    A symlinked target is written through the link (the rename replaces the file it points to),
+    so a lockfile kept elsewhere and linked into a project stays a link.
+    """
+    path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -34,6 +34,11 @@ def _data_root(top: str) -> Path:
     return _PACKAGE_DIR.parent / top
 
 
+def packaged_data_roots() -> List[Path]:
+    """The folders our wheel data lives in (templates/, index/, boards/), wherever installed."""
+    return [_data_root(top) for top in _DATA_ROOTS]
+
+
 def _check_relpath(relpath: str) -> Tuple[str, ...]:
     pure = PurePosixPath(relpath) if isinstance(relpath, str) else None
     parts = pure.parts if pure is not None else ()

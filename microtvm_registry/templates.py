@@ -101,12 +101,50 @@ def _cached_expected(resolved: Any) -> Optional[str]:
     return resolved.content_id
 
 
-def get_template_for_run(
-    spec: str, offline: bool = False, trust: bool = False, *, progress: Optional[bool] = None
-) -> Path:
-    """Like :func:`get_template`, for starting the template's server: pins verified, trust checked.
+#: How to get a tool a template declares (``requires.tools``), for the error that names it missing.
+TOOL_HINTS = {
+    "west": "pip install west, then set up a Zephyr workspace (west init; west update) as Zephyr's guide says",
+    "cmake": "apt-get install cmake (or pip install cmake)",
+    "make": "apt-get install make",
+    "cc|gcc|clang": "apt-get install gcc",
+    "arm-none-eabi-gcc": "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi",
+    "arduino-cli": "install arduino-cli as its documentation says, and put it on PATH",
+    "qemu-system-arm": "apt-get install qemu-system-arm",
+}
 
-    Raises TrustError (with the command to run) when the template's content id is not trusted.
+
+def missing_tools(tv: Any) -> list:
+    """The declared tools (``"a|b"`` = any one of them) that are not on PATH."""
+    import shutil
+
+    return [t for t in tv.requires.tools if not any(shutil.which(alt) for alt in t.split("|"))]
+
+
+def check_tools(tv: Any) -> None:
+    """Refuse to start a server whose declared tools are missing, naming them and how to get
+    them: the server would start and fail later with something far less clear (zephyr's launcher
+    without ``west`` ends in "Permission denied ... status 126")."""
+    from .errors import MissingToolError
+
+    missing = missing_tools(tv)
+    if missing:
+        first = missing[0]
+        hint = TOOL_HINTS.get(first, f"install {first.split('|')[0]} and put it on PATH")
+        names = ", ".join(f"`{t}`" for t in missing)
+        raise MissingToolError(
+            f"{tv.name} {tv.version} needs {names} on PATH, which {'is' if len(missing) == 1 else 'are'} missing: {hint} "
+            f"(`microtvm show {tv.label}` lists what it needs)"
+        )
+
+
+def get_template_for_run(
+    spec: str, offline: bool = False, trust: bool = False, *, progress: Optional[bool] = None, tools: bool = True
+) -> Path:
+    """Like :func:`get_template`, for starting the template's server: pins verified, trust checked,
+    and (with ``tools``) the tools it declares found on PATH.
+
+    Raises TrustError (with the command to run) when the template's content id is not trusted,
+    MissingToolError when a declared tool is not on PATH.
     """
     from .registry.resolve import resolve
     from .cache.trust import check_trust
@@ -122,6 +160,8 @@ def get_template_for_run(
         progress=progress,
     )
     check_trust(tv, content_id, allow=trust)
+    if tools:
+        check_tools(tv)
     return path
 
 

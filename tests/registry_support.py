@@ -89,6 +89,11 @@ def index_text(templates: List[Dict[str, Any]]) -> str:
     return tomli_w.dumps(index_doc(templates))
 
 
+def cli_command(*args: str) -> List[str]:
+    """The command line of the CLI in a subprocess (for tests that start several at once)."""
+    return [sys.executable, "-m", "microtvm_registry", *args]
+
+
 def run_cli(*args: str, cwd: Optional[Path] = None, env: Optional[Dict[str, str]] = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m microtvm_registry ARGS`` in a subprocess (inherits the test's isolated env)."""
     full_env = dict(os.environ)

@@ -54,6 +54,7 @@ class CacheEntry:
     path: Path
     size: int  # bytes of file content
     sources: tuple  # source dicts (source_to_dict) recorded for this entry
+    labels: tuple = ()  # "name@version" of the templates fetched into it, as they were asked for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,7 +156,7 @@ class Cache:
                 from ..fetch import fetch_source
 
                 folder = staging / "t"
-                fetch_source(source, folder, allow_file_urls=allow_file_urls, progress=progress)
+                fetch_source(source, folder, allow_file_urls=allow_file_urls, progress=progress, label=label)
                 content_id = tree_id(folder)
                 if expected_content_id and content_id != expected_content_id:
                     raise VerificationError(
@@ -163,7 +164,7 @@ class Cache:
                         " refusing it (check the lockfile or index entry)"
                     )
                 path = self._install(folder, content_id)
-                self._write_mapping(key, content_id, source)
+                self._write_mapping(key, content_id, source, label)
                 return Materialized(path, content_id, fetched=True)
             finally:
                 _rmtree(staging)
@@ -201,6 +202,7 @@ class Cache:
     def list_entries(self) -> List[CacheEntry]:
         """Complete entries, with their recorded sources (from sources/*)."""
         by_id: dict = {}
+        labels: dict = {}
         if self.sources_dir.is_dir():
             for item in sorted(self.sources_dir.iterdir()):
                 try:
@@ -209,10 +211,14 @@ class Cache:
                     continue
                 if isinstance(data, dict) and isinstance(data.get("content_id"), str):
                     by_id.setdefault(data["content_id"], []).append(data.get("source"))
+                    if isinstance(data.get("label"), str):
+                        labels.setdefault(data["content_id"], set()).add(data["label"])
         entries = []
         for cid in self._entry_ids():
             path = self.entry_path(cid)
-            entries.append(CacheEntry(cid, path, _size(path), tuple(s for s in by_id.get(cid, []) if s)))
+            entries.append(
+                CacheEntry(cid, path, _size(path), tuple(s for s in by_id.get(cid, []) if s), tuple(sorted(labels.get(cid, ()))))
+            )
         return entries
 
     def verify(self, repair: bool = False) -> List[VerifyResult]:
@@ -320,8 +326,10 @@ class Cache:
                 raise
         return target
 
-    def _write_mapping(self, key: str, content_id: str, source: Source) -> None:
+    def _write_mapping(self, key: str, content_id: str, source: Source, label: Optional[str] = None) -> None:
         data = {"content_id": content_id, "source": source_to_dict(source), "time": int(time.time())}
+        if label:
+            data["label"] = label
         tmp = self.sources_dir / f".{key}.{os.getpid()}.{os.urandom(4).hex()}"
         tmp.write_text(json.dumps(data, sort_keys=True), "utf-8")
         os.replace(tmp, self.sources_dir / key)

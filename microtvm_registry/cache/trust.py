@@ -73,16 +73,17 @@ def record_trust(name: str, version: str, content_id: str, source: str = "") -> 
     """Add ``content_id`` to the trust file; False if it was already there."""
     import tomli_w
 
-    from ..files import atomic_write_bytes
+    from ..files import atomic_write_bytes, update_lock
 
-    records = load_trusted()
-    if any(r.content_id == content_id for r in records):
-        return False
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    records.append(TrustRecord(name, version, content_id, source, stamp))
-    doc = {"trusted": [dataclasses.asdict(r) for r in records]}
-    header = b"# Template content ids whose servers you allowed to run (`microtvm trust SPEC`).\n"
-    atomic_write_bytes(trust_file(), header + tomli_w.dumps(doc).encode("utf-8"))
+    with update_lock(trust_file()):
+        records = load_trusted()
+        if any(r.content_id == content_id for r in records):
+            return False
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        records.append(TrustRecord(name, version, content_id, source, stamp))
+        doc = {"trusted": [dataclasses.asdict(r) for r in records]}
+        header = b"# Template content ids whose servers you allowed to run (`microtvm trust SPEC`).\n"
+        atomic_write_bytes(trust_file(), header + tomli_w.dumps(doc).encode("utf-8"))
     return True
 
 

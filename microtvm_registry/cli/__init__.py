@@ -19,7 +19,7 @@ PROG = "microtvm"
 #: Command group modules and the subcommands each adds. Knowing the names without importing the
 #: modules lets a command load and build only its own group.
 GROUPS = {
-    "registry_cmds": ("list", "show", "fetch", "path", "lock", "sync", "trust", "cache", "index"),
+    "registry_cmds": ("list", "show", "fetch", "path", "lock", "unlock", "sync", "trust", "cache", "index"),
     "project_cmds": ("info", "create-project", "build", "flash"),
     "host_cmds": ("run", "demo"),
     "board_cmds": ("boards", "devices"),
@@ -62,6 +62,20 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log details, and show tracebacks on errors"
     )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only results and errors: no progress, no notes on stderr"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print machine-readable JSON (on the commands that print data)"
+    )
+    parser.add_argument(
+        "--git-mirror",
+        action="append",
+        default=[],
+        metavar="URL_PREFIX=LOCAL_URL",
+        help="fetch git sources under URL_PREFIX from LOCAL_URL instead, repeatable (also MICROTVM_REGISTRY_GIT_MIRROR, "
+        "and git_mirror in config.toml); applied as git's url.<LOCAL_URL>.insteadOf",
+    )
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}", help="print the version and exit")
@@ -71,10 +85,27 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
         group.register(subparsers)
     # Users type global flags after the command too (``microtvm fetch --offline x``); accept both
     # places without letting a subcommand's default overwrite what was given before it.
-    for sub in subparsers.choices.values():
+    for sub in _leaf_parsers(subparsers):
         sub.add_argument("--offline", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sub.add_argument("--git-mirror", action="append", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        if not any("--json" in a.option_strings for a in sub._actions):
+            # Accepted everywhere, so `microtvm --json build` is not a parse error: it says that
+            # this command prints no data.
+            sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+def _leaf_parsers(subparsers) -> List[argparse.ArgumentParser]:
+    """Every parser a command line can end in (``cache list`` as well as ``cache``)."""
+    found = []
+    for sub in subparsers.choices.values():
+        nested = [a for a in sub._actions if isinstance(a, argparse._SubParsersAction)]
+        found.append(sub)
+        for action in nested:
+            found.extend(_leaf_parsers(action))
+    return found
 
 
 def _wire_error_types() -> tuple:
@@ -98,8 +129,25 @@ def _parse_path_fast(argv: List[str]) -> Optional[argparse.Namespace]:
     if len(words) != 2 or words[0] != "path" or words[1].startswith("-"):
         return None
     return argparse.Namespace(
-        command="path", spec=words[1], offline="--offline" in argv, verbose=False, handler=_group("registry_cmds").cmd_path
+        command="path", spec=words[1], offline="--offline" in argv, verbose=False, quiet=False, json=False,
+        git_mirror=[], handler=_group("registry_cmds").cmd_path, json_output=True,
     )
+
+
+def _apply_global_flags(args: argparse.Namespace) -> None:
+    """-q and --git-mirror reach the library (and the processes it starts) through the
+    environment, the same way their environment variables do."""
+    import os
+
+    if args.quiet:
+        from ..progress import QUIET_ENV
+
+        os.environ[QUIET_ENV] = "1"  # progress bars and notes, in this process and its children
+    if args.git_mirror:
+        from ..fetch.mirrors import MIRROR_ENV, parse_mirrors
+
+        parse_mirrors(args.git_mirror, "--git-mirror")  # a malformed one is a one-line error now, not mid-fetch
+        os.environ[MIRROR_ENV] = " ".join(args.git_mirror + [os.environ.get(MIRROR_ENV, "")]).strip()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -110,6 +158,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args is None:
         parser = build_parser(argv)
         args = parser.parse_args(argv)  # exits 2 on usage errors, as argparse does
+        if args.json and not getattr(args, "json_output", False):
+            parser.error(f"`{args.command}` prints no data, so it has no --json output")
     if args.verbose:
         # Only -v pays for configuring logging; without it Python's last-resort handler still
         # prints warnings, one line each, which is all the quiet mode wants.
@@ -118,6 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace], Optional[int]] = args.handler
     try:
+        _apply_global_flags(args)
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -143,4 +194,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             message = describe_wire_error(err)
         print(f"{PROG}: error: {message}", file=sys.stderr)
+        from ..errors import BuildError
+
+        if isinstance(err, BuildError):
+            # The one thing worth more than a line: the compiler's own words, indented under it.
+            for line in str(err).splitlines()[1:]:
+                print(f"  | {line}", file=sys.stderr)
         return 1

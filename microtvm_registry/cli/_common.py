@@ -9,8 +9,23 @@ from typing import Any, Dict, Iterable, List, Sequence
 from ..errors import OptionError
 
 
+SPEC_HELP = "a template: NAME, VENDOR/NAME, NAME@VERSION or NAME@SPECIFIER (e.g. host, zephyr@>=0.12,<0.19)"
+
+
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    """``--json`` on a command that prints data (also accepted before the command: the
+    subcommand's copy has no default, so it never overwrites one given earlier)."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
+    parser.set_defaults(json_output=True)
+
+
+def note(message: str) -> None:
+    """A note for the person at the terminal (what is being done, where a file went), on stderr;
+    ``-q`` drops it. Errors and warnings do not go through here."""
+    from ..progress import is_quiet
+
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)
 
 
 def add_option_flag(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +54,16 @@ def parse_key_values(pairs: Iterable[str]) -> Dict[str, str]:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
+
+
+def human_size(size: int) -> str:
+    """Bytes as people read them: 812 B, 4.2 KiB, 31.0 MiB."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
 
 
 def print_table(headers: Sequence[str], rows: List[Sequence[Any]]) -> None:

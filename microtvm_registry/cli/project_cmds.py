@@ -93,23 +93,56 @@ def register(subparsers) -> None:
         p.set_defaults(handler=handler)
 
 
-def resolve_target(arg: str, args: argparse.Namespace) -> Path:
-    """An existing folder as is; otherwise a template name, through the registry."""
-    path = Path(arg)
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ProjectError(f"{arg} is a file; give a template name, a template folder or a project folder")
-    try:
-        from ..templates import get_template_for_run  # type: ignore[attr-defined]
-    except ImportError:
-        raise ProjectError(
-            f"{arg} is not a folder, and looking up templates by name is not available in this install; "
-            "give the template's folder"
-        ) from None
-    from ..dirs import is_offline
+def written_as_path(arg: str) -> bool:
+    """A name is a name: an argument is a folder only when it is written as a path (``.``,
+    ``./x``, ``../x``, ``/x``, ``~/x``) or has a separator, exists, and is not shaped like a
+    ``VENDOR/NAME`` template name. So ``host`` or ``apache-tvm/zephyr`` never picks up a folder
+    of that name in the current directory (which anyone could have put there)."""
+    import os
+    import re
 
-    return Path(get_template_for_run(arg, offline=is_offline(getattr(args, "offline", False)), trust=getattr(args, "trust", False)))
+    if arg in (".", "..") or arg.startswith(("./", "../", "/", "~")):
+        return True
+    if os.sep in arg and os.path.exists(arg):
+        return not re.match(r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+(@.*)?$", arg)
+    return False
+
+
+def resolve_target(arg: str, args: argparse.Namespace) -> Path:
+    """A folder when written as a path (see :func:`written_as_path`); otherwise a template name,
+    through the registry (verified, trusted, its tools found)."""
+    if written_as_path(arg):
+        path = Path(arg).expanduser()
+        if path.is_dir():
+            _note_untrusted_folder(path)
+            return path
+        if path.exists():
+            raise ProjectError(f"{arg} is a file; give a template name, a template folder or a project folder")
+        raise ProjectError(f"{arg}: no such folder; give a template name, a template folder or a project folder")
+    from ..templates import get_template_for_run
+    from ..dirs import is_offline
+    from ..errors import SpecError, TemplateNotFoundError
+
+    try:
+        return Path(get_template_for_run(arg, offline=is_offline(getattr(args, "offline", False)), trust=getattr(args, "trust", False)))
+    except (SpecError, TemplateNotFoundError) as err:
+        if Path(arg).is_dir():
+            raise type(err)(f"{err} (for the folder {arg}, write ./{arg})") from None
+        raise
+
+
+def _note_untrusted_folder(path: Path) -> None:
+    """Starting a server from a folder runs its code with no trust check: say so once, unless the
+    folder is one we ship."""
+    import os
+
+    from ..packaged import packaged_data_roots
+    from ._common import note
+
+    real = Path(os.path.realpath(path))
+    if any(real == Path(os.path.realpath(r)) or Path(os.path.realpath(r)) in real.parents for r in packaged_data_roots()):
+        return
+    note(f"microtvm: note: running the server in {path}, a folder (not a trusted template): its code runs as you")
 
 
 def _project_dir(arg: str, command: str) -> Path:
@@ -196,8 +229,12 @@ def _run(args: argparse.Namespace, method: str) -> int:
 
     options = resolve_auto_port(parse_key_values(args.options))
     folder = _project_dir(args.project_dir, method)
+    from ..progress import activity
+
+    verb = {"build": "building", "flash": "flashing"}[method]
     with GeneratedProject.from_directory(folder, timeout=args.timeout) as project:
-        getattr(project, method)(options)
+        with activity(f"{verb} {folder}"):
+            getattr(project, method)(options)
     print(f"{method}: done ({folder.absolute()})")
     return 0
 

@@ -10,73 +10,143 @@ import argparse
 import sys
 from typing import Any, Dict, List, Optional
 
-from ._common import add_json_flag, print_json, print_table
-
+from ._common import SPEC_HELP, add_json_flag, human_size, note, print_json, print_table
 
 
 def register(subparsers) -> None:
     """Add this group's subcommands to ``subparsers``."""
-    p = subparsers.add_parser("list", help="list known templates (packaged, indexes, plugins)")
+    p = subparsers.add_parser(
+        "list",
+        help="list known templates (packaged, indexes, plugins)",
+        description="List every template microtvm knows: the packaged ones, the curated apache-tvm index, "
+        "extra indexes (`microtvm index add`) and installed plugins, with each one's newest version.",
+    )
     add_json_flag(p)
     p.set_defaults(handler=cmd_list)
 
-    p = subparsers.add_parser("show", help="versions, sources, requirements and trust of one template")
-    p.add_argument("name", metavar="NAME", help="template name, optionally with @VERSION")
+    p = subparsers.add_parser(
+        "show",
+        help="versions, sources, requirements and trust of one template",
+        description="Show one template: the version this project would use (its lockfile pin wins), its exact "
+        "source and content id, whether it is cached and trusted, the tools and pip packages it needs (and whether "
+        "they are here), and every version the indexes list.",
+    )
+    p.add_argument("name", metavar="SPEC", help=SPEC_HELP)
     add_json_flag(p)
     p.set_defaults(handler=cmd_show)
 
-    p = subparsers.add_parser("fetch", help="put templates in the cache (verified)")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = subparsers.add_parser(
+        "fetch",
+        help="put templates in the cache (verified)",
+        description="Fetch each template into the per-user cache and verify its content id (a lockfile pin, or "
+        "the index's tree id). A template already cached is reported as `cached` and not fetched again.",
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
     add_json_flag(p)
     p.set_defaults(handler=cmd_fetch)
 
-    p = subparsers.add_parser("path", help="print a template's local folder (fetching it first unless offline)")
-    p.add_argument("spec", metavar="SPEC")
+    p = subparsers.add_parser(
+        "path",
+        help="print a template's local folder (fetching it first unless offline)",
+        description="Print the local folder of a template, for shells: cd \"$(microtvm path host)\". The folder "
+        "is read-only shared data (the wheel's, or a cache entry): copy it before editing.",
+    )
+    p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
+    add_json_flag(p)
     p.set_defaults(handler=cmd_path)
 
-    p = subparsers.add_parser("lock", help="pin templates in this project's microtvm.lock")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = subparsers.add_parser(
+        "lock",
+        help="pin templates in this project's microtvm.lock",
+        description="Pin each SPEC in the microtvm.lock found from the current folder (a new one here if there is none). "
+        "The specifier is recorded with the pin; a name already pinned keeps its pin while the pin satisfies the SPEC "
+        "(re-resolved otherwise, and the replacement is reported). --upgrade re-resolves pins within their specifiers.",
+    )
+    p.add_argument("specs", nargs="*", metavar="SPEC", help=SPEC_HELP)
+    p.add_argument(
+        "-U",
+        "--upgrade",
+        nargs="?",
+        action="append",
+        const="*",
+        default=[],
+        metavar="NAME",
+        help="re-resolve every pin (or only NAME, repeatable) to the newest version its specifier allows",
+    )
     add_json_flag(p)
     p.set_defaults(handler=cmd_lock)
 
-    p = subparsers.add_parser("sync", help="fetch and verify everything microtvm.lock pins")
-    p.add_argument("--frozen", action="store_true", help="fail instead of changing microtvm.lock")
+    p = subparsers.add_parser("unlock", help="remove pins from this project's microtvm.lock",
+                              description="Remove the pins of the named templates from the project's microtvm.lock.")
+    p.add_argument("names", nargs="+", metavar="NAME", help="a pinned template's name (vendor part optional)")
+    add_json_flag(p)
+    p.set_defaults(handler=cmd_unlock)
+
+    p = subparsers.add_parser(
+        "sync",
+        help="fetch and verify everything microtvm.lock pins",
+        description="Fetch and verify every pin of the project's microtvm.lock. Plain sync re-resolves entries that are "
+        "hand-written or outside their recorded specifier and rewrites the file; --locked fails instead of changing "
+        "the file; --frozen uses the pins exactly as written and never changes the file. In every mode a content id "
+        "that differs from its pin is refused.",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--frozen", action="store_const", dest="mode", const="frozen",
+                      help="use the pins as written, never change microtvm.lock (fails on anything unpinned)")
+    mode.add_argument("--locked", action="store_const", dest="mode", const="locked",
+                      help="fail if microtvm.lock would change (it is out of date with its specifiers)")
+    p.set_defaults(mode="sync")
     add_json_flag(p)
     p.set_defaults(handler=cmd_sync)
 
-    p = subparsers.add_parser("trust", help="allow a template's server to run (records its content id)")
-    p.add_argument("specs", nargs="+", metavar="SPEC")
+    p = subparsers.add_parser(
+        "trust",
+        help="allow a template's server to run (records its content id)",
+        description="Record the content id of each template so that its Project API server may run. Packaged and "
+        "curated templates are trusted already; a template whose content changes must be trusted again.",
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC", help=SPEC_HELP)
     add_json_flag(p)
     p.set_defaults(handler=cmd_trust)
 
-    cache = subparsers.add_parser("cache", help="inspect or clean the template cache")
+    cache = subparsers.add_parser(
+        "cache", help="inspect or clean the template cache",
+        description="The per-user template cache: list its entries, re-verify them, or remove them.",
+    )
     csub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
     csub.required = True
-    c = csub.add_parser("list", help="cached templates")
+    c = csub.add_parser("list", help="cached templates", description="List cached templates: name, version, size and source.")
     add_json_flag(c)
     c.set_defaults(handler=cmd_cache_list)
-    c = csub.add_parser("verify", help="re-hash every entry")
+    c = csub.add_parser("verify", help="re-hash every entry",
+                        description="Re-hash every cache entry and compare it with its content id; exit 1 if any is damaged.")
     c.add_argument("--repair", action="store_true", help="remove entries that do not match their id")
     add_json_flag(c)
     c.set_defaults(handler=cmd_cache_verify)
-    c = csub.add_parser("clean", help="remove cached templates")
+    c = csub.add_parser("clean", help="remove cached templates",
+                        description="Remove cached templates (they are fetched again when next needed).")
     c.add_argument("--keep-locked", action="store_true", help="keep what this project's microtvm.lock pins")
     c.set_defaults(handler=cmd_cache_clean)
 
-    index = subparsers.add_parser("index", help="manage extra template indexes")
+    index = subparsers.add_parser(
+        "index", help="manage extra template indexes",
+        description="Extra template indexes (TOML files by URL or path) add templates beside the packaged and curated ones.",
+    )
     isub = index.add_subparsers(dest="index_command", metavar="ACTION")
     isub.required = True
-    i = isub.add_parser("list", help="packaged and extra indexes")
+    i = isub.add_parser("list", help="packaged and extra indexes", description="List the packaged indexes and the extra ones you added.")
     add_json_flag(i)
     i.set_defaults(handler=cmd_index_list)
-    i = isub.add_parser("add", help="add an index by URL or path")
-    i.add_argument("name", metavar="NAME")
-    i.add_argument("location", metavar="URL_OR_PATH")
+    i = isub.add_parser("add", help="add an index by URL or path",
+                        description="Add an extra index after checking that it can be read and parsed.")
+    i.add_argument("name", metavar="NAME", help="a short name for the index (letters, digits, '.', '_', '-')")
+    i.add_argument("location", metavar="URL_OR_PATH", help="an http(s) URL or a local path of the index's TOML file")
     i.set_defaults(handler=cmd_index_add)
-    i = isub.add_parser("remove", help="forget an extra index")
-    i.add_argument("name", metavar="NAME")
+    i = isub.add_parser("remove", help="forget an extra index", description="Forget an extra index and its cached copy.")
+    i.add_argument("name", metavar="NAME", help="the index's name, as `microtvm index list` shows it")
     i.set_defaults(handler=cmd_index_remove)
-    i = isub.add_parser("update", help="re-fetch extra indexes (conditional GET)")
+    i = isub.add_parser("update", help="re-fetch extra indexes (conditional GET)",
+                        description="Re-fetch every extra index given by URL (a conditional GET: unchanged ones cost one request).")
     i.set_defaults(handler=cmd_index_update)
 
 
@@ -89,8 +159,7 @@ def _offline(args: argparse.Namespace) -> bool:
     return is_offline(getattr(args, "offline", False))
 
 
-def _err(message: str) -> None:
-    print(message, file=sys.stderr)
+_err = note
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -309,9 +378,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     for spec in specs:
         resolved = resolve(spec, offline=offline)
         tv = resolved.version
-        _err(f"fetching {tv.name} {tv.version} ...")
+        status = _fetch_status(tv, resolved.content_id)
+        _err(f"{status} {tv.name} {tv.version}" + (" ..." if status == "fetching" else ""))
         path, content_id = materialize_version(tv, offline=offline, expected=resolved.content_id, need_content_id=True)
-        results.append({"name": tv.name, "version": tv.version, "content_id": content_id, "path": str(path)})
+        results.append({"name": tv.name, "version": tv.version, "content_id": content_id, "path": str(path), "status": status})
     if args.json:
         print_json(results)
     else:
@@ -320,7 +390,29 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch_status(tv: Any, expected: Optional[str]) -> str:
+    """"cached", "fetching" or "packaged"/"plugin" (used in place), said before the work starts."""
+    from ..registry.models import source_kind
+
+    kind = source_kind(tv.source)
+    if kind not in ("git", "archive"):
+        return "packaged" if kind == "packaged" else "local"
+    from ..cache.store import Cache
+
+    return "cached" if Cache().lookup(tv.source, expected) is not None else "fetching"
+
+
 def cmd_path(args: argparse.Namespace) -> int:
+    if getattr(args, "json", False):
+        from ..registry.resolve import resolve
+        from ..templates import _cached_expected, materialize_version
+
+        offline = _offline(args)
+        resolved = resolve(args.spec, offline=offline)
+        tv = resolved.version
+        path, _ = materialize_version(tv, offline=offline, expected=_cached_expected(resolved))
+        print_json({"name": tv.name, "version": tv.version, "path": str(path)})
+        return 0
     from ..templates import get_template
 
     print(get_template(args.spec, offline=_offline(args)))
@@ -328,36 +420,47 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    from ..errors import OptionError
     from ..locking import lock_specs
-    from ..registry.resolve import parse_spec
 
-    specs = [parse_spec(s) for s in args.specs]
-    lock = lock_specs(args.specs, offline=_offline(args), progress=_err)
-    wanted = {s.name for s in specs}
-    pinned = [e for e in lock.entries.values() if e.name in wanted or e.name.rsplit("/", 1)[-1] in wanted]
+    if not args.specs and not args.upgrade:
+        raise OptionError("give templates to pin (microtvm lock SPEC ...), or --upgrade [NAME] to re-resolve pins")
+    result = lock_specs(args.specs, upgrade=args.upgrade, offline=_offline(args), progress=_err)
+    return _report_changes(args, result.changes, result.lock.path if result.written else None, "wrote")
+
+
+def cmd_unlock(args: argparse.Namespace) -> int:
+    from ..locking import unlock
+
+    result = unlock(args.names)
+    return _report_changes(args, result.changes, result.lock.path, "wrote")
+
+
+def _report_changes(args: argparse.Namespace, changes: List[Any], written: Optional[Any], verb: str) -> int:
     if args.json:
-        print_json([{"name": e.name, "version": e.version, "content_id": e.content_id} for e in pinned])
+        print_json([
+            {"name": c.name, "action": c.action, "old": c.old, "version": c.new, "content_id": c.content_id} for c in changes
+        ])
     else:
-        for e in pinned:
-            print(f"pinned {e.name} {e.version} {e.content_id}")
-    _err(f"wrote {lock.path}")
+        for c in changes:
+            print(c.describe())
+    if written is not None:
+        _err(f"{verb} {written}")
     return 0
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from ..locking import sync
 
-    result = sync(frozen=args.frozen, offline=_offline(args), progress=_err)
-    rows = [("ok", n) for n in result.verified] + [("pinned", n) for n in result.changed]
+    result = sync(mode=args.mode, offline=_offline(args), progress=_err)
     if args.json:
         print_json([
-            {"name": n, "version": result.lock.entries[n].version, "content_id": result.lock.entries[n].content_id, "status": s}
-            for s, n in rows
+            {"name": c.name, "version": c.new, "content_id": c.content_id, "status": "ok" if c.action == "verified" else c.action, "old": c.old}
+            for c in result.changes
         ])
     else:
-        for status, name in rows:
-            e = result.lock.entries[name]
-            print(f"{status} {name} {e.version} {e.content_id}")
+        for c in result.changes:
+            print(("ok" if c.action == "verified" else c.action) + f" {c.name} {c.new} {c.content_id}")
     if result.changed:
         _err(f"updated {result.lock.path}")
     return 0
@@ -394,10 +497,17 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
     from ..cache.store import Cache
 
     entries = Cache().list_entries()
-    rows = [
-        {"content_id": e.content_id, "size": e.size, "path": str(e.path), "sources": list(e.sources)}
-        for e in entries
-    ]
+    rows = []
+    for e in entries:
+        names = [label.rpartition("@") for label in e.labels]
+        rows.append({
+            "name": ", ".join(sorted({n for n, _, _ in names})) or None,
+            "version": ", ".join(sorted({v for _, _, v in names})) or None,
+            "content_id": e.content_id,
+            "size": e.size,
+            "path": str(e.path),
+            "sources": list(e.sources),
+        })
     if args.json:
         print_json(rows)
         return 0
@@ -413,7 +523,10 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
             text += f" {s['subdir']}"
         return text
 
-    print_table(["CONTENT ID", "SIZE", "SOURCE"], [[r["content_id"], r["size"], where(r["sources"])] for r in rows])
+    print_table(
+        ["NAME", "VERSION", "SIZE", "CONTENT ID", "SOURCE"],
+        [[r["name"] or "-", r["version"] or "-", human_size(r["size"]), r["content_id"], where(r["sources"])] for r in rows],
+    )
     return 0
 
 

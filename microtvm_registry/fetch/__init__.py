@@ -26,15 +26,16 @@ def fetch_source(
     *,
     allow_file_urls: bool = True,
     progress: Optional[bool] = None,
+    label: Optional[str] = None,
 ) -> None:
     """Fetch any source into the new folder ``dest`` (see fetch_git / fetch_archive)."""
     if isinstance(source, GitSource):
         from .git import fetch_git
 
-        fetch_git(source, dest, allow_file_urls=allow_file_urls, progress=progress)
+        fetch_git(source, dest, allow_file_urls=allow_file_urls, progress=progress, label=label)
     elif isinstance(source, ArchiveSource):
         from .archive import fetch_archive
 
-        fetch_archive(source, dest, allow_file_urls=allow_file_urls, progress=progress)
+        fetch_archive(source, dest, allow_file_urls=allow_file_urls, progress=progress, label=label)
     else:
         raise TypeError(f"not a source: {source!r}")

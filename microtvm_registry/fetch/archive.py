@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -27,6 +26,7 @@ def _download(
     *,
     expected_sha256: str,
     progress: bool,
+    label: Optional[str] = None,
     timeout: Tuple[float, float],
     retries: int,
     backoff: float,
@@ -78,14 +78,10 @@ def _download(
                         )
                     length = response.headers.get("Content-Length")
                     total = int(length) if length and length.isdigit() else None
-                    bar = None
-                    if progress:
-                        from tqdm import tqdm
+                    from ..progress import activity
 
-                        bar = tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                                   leave=False, file=sys.stderr)
                     received = 0
-                    try:
+                    with activity(f"fetching {label or url.rsplit('/', 1)[-1]}", show=progress, unit="B", total=total) as bar:
                         with open(target, "wb") as out:
                             for chunk in response.iter_content(chunk_size=1 << 16):
                                 digest.update(chunk)
@@ -93,9 +89,6 @@ def _download(
                                 received += len(chunk)
                                 if bar is not None:
                                     bar.update(len(chunk))
-                    finally:
-                        if bar is not None:
-                            bar.close()
                     if total is not None and received != total:
                         raise _Incomplete(f"got {received} of {total} bytes")
                 _check_sha256(url, digest.hexdigest(), expected_sha256)
@@ -201,6 +194,7 @@ def fetch_archive(
     *,
     allow_file_urls: bool = True,
     progress: Optional[bool] = None,
+    label: Optional[str] = None,
     timeout: Tuple[float, float] = (10.0, 60.0),
     retries: int = 3,
     backoff: float = 0.5,
@@ -211,7 +205,7 @@ def fetch_archive(
     dest, work = _staging_for(source, dest, allow_file_urls, ".archive-")
     try:
         archive = work / "download"
-        _download(source.url, archive, expected_sha256=source.sha256, progress=_want_progress(progress),
+        _download(source.url, archive, expected_sha256=source.sha256, progress=_want_progress(progress), label=label,
                   timeout=timeout, retries=retries, backoff=backoff)
         extracted = work / "x"
         extracted.mkdir()

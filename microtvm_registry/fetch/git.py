@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -21,7 +20,10 @@ _DEFAULT_GIT_TIMEOUT = 1800.0
 
 
 def _git_env(git_dir: Path) -> Dict[str, str]:
+    from .mirrors import mirror_git_env
+
     return {
+        **mirror_git_env(),
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ALLOW_PROTOCOL": ":".join(GIT_ALLOWED_PROTOCOLS),
         "GIT_DIR": str(git_dir),
@@ -93,29 +95,23 @@ class _Git:
     def _run_with_progress(self, command: List[str], istream) -> Tuple[int, str, str]:
         from git.cmd import handle_process_output
         from git.util import RemoteProgress
-        from tqdm import tqdm
 
-        bar = tqdm(desc=self.label, unit="obj", leave=False, file=sys.stderr)
+        from ..progress import activity
 
-        class _Progress(RemoteProgress):
-            def update(self, op_code, cur_count, max_count=None, message=""):
-                if op_code & RemoteProgress.RECEIVING:
-                    if max_count:
-                        bar.total = int(max_count)
-                    bar.n = int(cur_count or 0)
-                    if message:
-                        bar.set_postfix_str(message.strip(", "))
-                    bar.refresh()
+        with activity(f"fetching {self.label}", show=True) as bar:
 
-        progress = _Progress()
-        proc = self.cmd.execute(command, env=self.env, istream=istream, as_process=True)
-        try:
+            class _Progress(RemoteProgress):
+                def update(self, op_code, cur_count, max_count=None, message=""):
+                    if op_code & RemoteProgress.RECEIVING:
+                        text = f"{int(cur_count or 0)}" + (f"/{int(max_count)}" if max_count else "") + " objects"
+                        bar.set_postfix_str(f" {text} {message.strip(', ')}".rstrip(), refresh=True)
+
+            progress = _Progress()
+            proc = self.cmd.execute(command, env=self.env, istream=istream, as_process=True)
             handle_process_output(
                 proc, None, progress.new_message_handler(), None, kill_after_timeout=_git_timeout()
             )
             status = proc.proc.wait() if proc.proc is not None else 1
-        finally:
-            bar.close()
         err = "\n".join(progress.error_lines + progress.other_lines)
         return status, "", err
 
@@ -277,6 +273,7 @@ def fetch_git(
     *,
     allow_file_urls: bool = True,
     progress: Optional[bool] = None,
+    label: Optional[str] = None,
 ) -> None:
     """Fetch ``source`` into the new folder ``dest`` (which must not exist), verified.
 
@@ -286,7 +283,7 @@ def fetch_git(
     """
     dest, work = _staging_for(source, dest, allow_file_urls, ".git-")
     try:
-        label = f"fetch {source.url}"
+        label = label or source.url
         g = _new_repo(work, "repo.git", _want_progress(progress), label)
         # insteadOf may rewrite the URL (a mirror): the rewritten one must be safe too.
         status, out, _ = g.run("ls-remote", "--get-url", "--", source.url)

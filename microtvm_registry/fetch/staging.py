@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -99,12 +98,9 @@ def _make_links(root: Path, links: Sequence[Tuple[List[str], str]]) -> None:
 
 
 def _want_progress(progress: Optional[bool]) -> bool:
-    if progress is not None:
-        return bool(progress)
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    from ..progress import wanted
+
+    return wanted(progress)
 
 
 def _staging_for(source: "Source", dest: Union[str, Path], allow_file_urls: bool, prefix: str) -> Tuple[Path, Path]:

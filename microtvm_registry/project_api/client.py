@@ -101,6 +101,10 @@ def describe_exit(returncode: Optional[int]) -> str:
     """'exited with status 3' / 'was killed by signal SIGKILL' / 'is still running'."""
     if returncode is None:
         return "is still running"
+    if returncode == 126:
+        return "exited with status 126 (a program it runs is not executable: check its launcher, or a tool the template needs)"
+    if returncode == 127:
+        return "exited with status 127 (a program it runs was not found: a tool the template needs is not on PATH)"
     if returncode >= 0:
         return f"exited with status {returncode}"
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import FetchError, IndexFormatError, MicrotvmError, OfflineError, TemplateNotFoundError, first_line
-from ..files import atomic_write_bytes, read_toml_config, warn
+from ..files import atomic_write_bytes, read_toml_config, update_lock, warn
 from .index_format import INDEX_NAME_RE, _Checker, _has_scheme, parse_index
 from .models import Index, Origin
 from .packaged_indexes import packaged_indexes
@@ -105,17 +105,24 @@ def add_extra_index(name: str, location: str, *, offline: bool = False) -> Index
     if entry.remote and offline:
         raise OfflineError(f"cannot add index {name!r} from {entry.location} while offline; retry without --offline")
     index = _refresh_one(entry)
-    _write_extra_indexes(entries + [entry])
+    # The fetch can take a while, so the list is re-read under the lock: another `index add`
+    # that finished meanwhile keeps its entry.
+    with update_lock(_config_path()):
+        entries = list_extra_indexes()
+        if any(e.name == name for e in entries):
+            raise MicrotvmError(f"an index named {name!r} was just added by another command; run `microtvm index list`")
+        _write_extra_indexes(entries + [entry])
     return index
 
 
 def remove_extra_index(name: str) -> None:
     """Forget an extra index and its cached copy."""
-    entries = list_extra_indexes()
-    if not any(e.name == name for e in entries):
-        known = ", ".join(e.name for e in entries) or "none"
-        raise TemplateNotFoundError(f"no extra index named {name!r} (extra indexes: {known})")
-    _write_extra_indexes([e for e in entries if e.name != name])
+    with update_lock(_config_path()):
+        entries = list_extra_indexes()
+        if not any(e.name == name for e in entries):
+            known = ", ".join(e.name for e in entries) or "none"
+            raise TemplateNotFoundError(f"no extra index named {name!r} (extra indexes: {known})")
+        _write_extra_indexes([e for e in entries if e.name != name])
     for p in _copy_paths(name):
         if p.exists():
             p.unlink()

@@ -9,6 +9,7 @@ other lockfiles, so every command run inside the project honours it. Format::
     [[template]]
     name = "apache-tvm/zephyr"
     version = "0.18.0"
+    specifier = ">=0.12"             # what was asked for ("" = any version); sync stays within it
     index = "apache-tvm"             # where it was resolved from (informational)
     content_id = "<40 hex>"          # git tree id of the materialized folder
     git = "https://github.com/apache/tvm.git"
@@ -24,7 +25,8 @@ other lockfiles, so every command run inside the project honours it. Format::
 Other sources use ``url`` + ``sha256`` (+ ``subdir``) + ``tree``, ``packaged = "templates/host"``
 or ``plugin = "<distribution>"``. An entry with only ``name`` and ``version`` (written by hand)
 is allowed: ``microtvm sync`` resolves it and records the rest, and ``sync --frozen`` refuses
-because the file would change. The file is written with tomli_w, atomically.
+because the file would change. An entry without ``specifier`` (written by hand, or by an older
+version) asks for exactly its version. The file is written with tomli_w, atomically.
 
 This module is the file format only; ``lock`` and ``sync`` are :mod:`microtvm_registry.locking`.
 """
@@ -45,7 +47,7 @@ SCHEMA = 1
 
 _ENTRY_KEYS = {
     "name", "version", "index", "content_id", "git", "ref", "commit", "subdir", "tree", "extra",
-    "url", "sha256", "packaged", "plugin", "include",
+    "url", "sha256", "packaged", "plugin", "include", "specifier",
 }
 
 
@@ -71,15 +73,35 @@ class LockEntry:
     source: Any = None
     content_id: Optional[str] = None
     index: Optional[str] = None
+    #: The PEP 440 specifier asked for ("" = any version; None = exactly ``version``).
+    specifier: Optional[str] = None
 
     @property
     def complete(self) -> bool:
         return self.source is not None and self.content_id is not None
 
+    @property
+    def requested(self) -> str:
+        """The spec this pin stands for, as ``lock`` and ``sync`` re-resolve it."""
+        if self.specifier is None:
+            return f"{self.name}@=={self.version}"
+        return f"{self.name}@{self.specifier}" if self.specifier else self.name
+
+    def satisfies_request(self) -> bool:
+        """Whether the pinned version is still within what was asked for (a hand edit of
+        ``specifier`` can take it out)."""
+        if not self.specifier:
+            return True
+        from packaging.specifiers import SpecifierSet
+
+        return SpecifierSet(self.specifier).contains(self.version, prereleases=True)
+
     def to_table(self) -> Dict[str, Any]:
         from .models import source_to_table
 
         table: Dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.specifier is not None:
+            table["specifier"] = self.specifier
         if self.index:
             table["index"] = self.index
         if self.content_id:
@@ -141,6 +163,14 @@ class Lockfile:
             if content_id is not None and not HEX40.match(content_id):
                 raise chk.fail(f"{key}.content_id", "expected 40 hex digits")
             index = chk.get_str(table, "index", key)
+            specifier = chk.get_str(table, "specifier", key)
+            if specifier:
+                from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+                try:
+                    SpecifierSet(specifier)
+                except InvalidSpecifier:
+                    raise chk.fail(f"{key}.specifier", f"{specifier!r} is not a PEP 440 specifier (e.g. '>=0.12,<0.19')") from None
             if "plugin" in table:
                 others = [k for k in ("git", "url", "packaged", "path") if k in table]
                 if others:
@@ -152,7 +182,7 @@ class Lockfile:
                 )
             if source is not None and content_id is None:
                 raise chk.fail(f"{key}.content_id", "missing: an entry with a source must pin its content id")
-            lock.entries[name] = LockEntry(name, version, source, content_id, index)
+            lock.entries[name] = LockEntry(name, version, source, content_id, index, specifier)
         return lock
 
     def to_bytes(self) -> bytes:
@@ -193,14 +223,15 @@ def load_project_lock(start: Optional[Path] = None) -> Optional[Lockfile]:
     return Lockfile.load(path) if path else None
 
 
-def entry_for(tv: Any, content_id: str) -> LockEntry:
-    """The lock entry that pins template version ``tv`` at ``content_id``."""
+def entry_for(tv: Any, content_id: str, specifier: Optional[str] = None) -> LockEntry:
+    """The lock entry that pins template version ``tv`` at ``content_id``, asked for as
+    ``specifier`` ("" = any version)."""
     from .models import FolderSource
 
     source = tv.source
     if isinstance(source, FolderSource):
         source = PluginPin(tv.origin.name)
-    return LockEntry(tv.name, tv.version, source, content_id, tv.origin.name)
+    return LockEntry(tv.name, tv.version, source, content_id, tv.origin.name, specifier)
 
 
 def check_content_id(label: str, expected: Optional[str], actual: Optional[str]) -> None:

@@ -82,7 +82,14 @@ def test_fetch_path_and_cache_commands(acme):
     assert path.returncode == 0 and path.stdout == fetched[0]["path"] + "\n"
     listing = json.loads(run_cli("cache", "list", "--json").stdout)
     assert sorted(e["content_id"] for e in listing) == sorted(f["content_id"] for f in fetched)
-    assert run_cli("cache", "list").stdout.splitlines()[0].split() == ["CONTENT", "ID", "SIZE", "SOURCE"]
+    table = run_cli("cache", "list").stdout.splitlines()
+    assert table[0].split() == ["NAME", "VERSION", "SIZE", "CONTENT", "ID", "SOURCE"]
+    rows = sorted(line.split()[:4] for line in table[2:])
+    assert [r[:2] for r in rows] == [["acme/blinky", "1.0.0"], ["acme/blinky", "1.1.0"]]
+    assert all(r[3] in ("B", "KiB") for r in rows)  # a human size: "227 B", "1.2 KiB"
+    # A second fetch is a cache hit, and says so.
+    proc = run_cli("fetch", "blinky@1.0.0")
+    assert proc.returncode == 0 and "cached acme/blinky 1.0.0" in proc.stderr and "fetching" not in proc.stderr
     proc = run_cli("cache", "verify")
     assert proc.returncode == 0 and proc.stdout.count(" ok") == 2
     # Damage one entry: verify reports it (exit 1), --repair removes it.
@@ -129,7 +136,9 @@ def test_lock_and_sync_commands(acme):
     assert {(d["name"], d["status"]) for d in data} == {("acme/blinky", "ok"), ("host", "ok")}
     assert all(len(d["content_id"]) == 40 for d in data)
     data = json.loads(run_cli("lock", "blinky", "--json", cwd=project).stdout)
-    assert data == [{"name": "acme/blinky", "version": "1.1.0", "content_id": data[0]["content_id"]}]
+    assert data == [{"name": "acme/blinky", "action": "kept", "old": "1.0.0", "version": "1.0.0", "content_id": data[0]["content_id"]}]
+    data = json.loads(run_cli("lock", "--upgrade", "blinky", "--json", cwd=project).stdout)
+    assert [(d["name"], d["action"], d["old"], d["version"]) for d in data] == [("acme/blinky", "upgraded", "1.0.0", "1.1.0")]
 
 
 def test_index_commands(acme, tmp_path):
@@ -180,3 +189,152 @@ def test_errors_are_one_line_and_exit_1(args, fragment):
 @pytest.mark.parametrize("args", [["path"], ["cache"], ["cache", "frob"], ["index", "add", "x"], ["sync", "--bogus"]])
 def test_usage_errors_exit_2(args):
     assert run_cli(*args).returncode == 2
+
+
+# ---- behaving like uv and PlatformIO ----------------------------------------------------------
+
+
+def test_missing_declared_tool_is_named_before_the_server_starts(acme):
+    proc = run_cli("info", "acme/blinky", "--trust")
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs `no-such-tool-xyz` on PATH, which is missing" in lines[0], proc.stderr
+    assert "microtvm show acme/blinky@1.1.0" in lines[0] and "status 126" not in lines[0]
+
+
+def test_a_name_is_never_a_folder_of_that_name_in_the_current_directory(tmp_path):
+    """`./host` holding someone else's server: `info host` runs the packaged template, and only
+    `info ./host` runs the folder (announced once)."""
+    work = tmp_path / "work"
+    (work / "host").mkdir(parents=True)
+    marker = tmp_path / "ran"
+    (work / "host" / "microtvm_api_server.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(3)\n")
+    proc = run_cli("info", "host", "--json", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["platform_name"] == "host" and not marker.exists()
+    proc = run_cli("info", "./host", cwd=work)
+    assert proc.returncode == 1 and marker.exists()
+    assert proc.stderr.count("microtvm: note: running the server in host, a folder (not a trusted template)") == 1
+    proc = run_cli("info", "./nothing-here", cwd=work)
+    assert proc.returncode == 1 and "./nothing-here: no such folder" in proc.stderr
+
+
+def test_json_before_or_after_the_command_and_on_path():
+    for argv in (["--json", "path", "host"], ["path", "host", "--json"], ["path", "--json", "host"]):
+        proc = run_cli(*argv)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(proc.stdout)
+        assert data["name"] == "host" and Path(data["path"]).is_dir()
+    assert json.loads(run_cli("--json", "list").stdout) == json.loads(run_cli("list", "--json").stdout)
+    proc = run_cli("--json", "cache", "list")
+    assert proc.returncode == 0 and json.loads(proc.stdout) == []
+    proc = run_cli("--json", "build", "somewhere")
+    assert proc.returncode == 2 and "`build` prints no data, so it has no --json output" in proc.stderr
+
+
+def test_quiet_leaves_only_results(acme):
+    proc = run_cli("-q", "fetch", "blinky@1.0.0")
+    assert proc.returncode == 0 and proc.stderr == "" and "acme/blinky 1.0.0" in proc.stdout
+    proc = run_cli("fetch", "--quiet", "blinky@1.1.0")
+    assert proc.returncode == 0 and proc.stderr == ""
+    proc = run_cli("-q", "fetch", "no-such-template")
+    assert proc.returncode == 1 and proc.stderr.startswith("microtvm: error: ")  # errors are never quiet
+
+
+def _run_on_a_terminal(args, cwd=None):
+    """The CLI with stderr on a real pseudo-terminal (as a person runs it); returns (status,
+    what the terminal showed)."""
+    import pty
+    import subprocess
+    import sys
+
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a new pty is 0x0: tqdm would draw nothing
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "microtvm_registry", *args], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=slave, cwd=cwd)
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            shown += chunk
+        proc.communicate(timeout=120)
+        return proc.returncode, shown.decode("utf-8", "replace")
+    finally:
+        os.close(master)
+
+
+def test_progress_bar_on_a_terminal_and_none_in_a_pipe(acme):
+    status, shown = _run_on_a_terminal(["fetch", "acme/blinky@1.0.0"])
+    assert status == 0
+    assert "fetching acme/blinky@1.0.0:" in shown and "\r" in shown  # tqdm's bar, redrawn in place
+    status, shown = _run_on_a_terminal(["fetch", "acme/blinky@1.0.0"])
+    assert status == 0 and "cached acme/blinky 1.0.0" in shown and "fetching" not in shown
+    status, shown = _run_on_a_terminal(["-q", "fetch", "acme/blinky@1.1.0"])
+    assert status == 0 and shown == ""
+    proc = run_cli("fetch", "acme/blinky@1.1.0", env={"MICROTVM_REGISTRY_CACHE": str(acme["tmp"] / "other-cache")})
+    assert proc.returncode == 0 and "\r" not in proc.stderr and "fetching acme/blinky 1.1.0 ..." in proc.stderr
+
+
+MIRRORED = "https://git.mirror-test.invalid/acme/templates.git"
+
+
+@pytest.mark.parametrize("how", ["flag", "env", "config"])
+def test_git_mirror_without_editing_git_config(acme, how):
+    """An index naming an upstream URL is fetched from a local mirror given on the command line,
+    in the environment or in config.toml; the pin keeps the upstream URL."""
+    v = acme["versions"]["1.0.0"]
+    index = write_index(acme["tmp"] / "up.toml", [template_table("up/t", [git_version_table(MIRRORED, v)])])
+    assert run_cli("index", "add", "up", str(index)).returncode == 0
+    pair = f"{MIRRORED}={acme['repo']}"
+    args, env = ["fetch", "up/t", "--json"], None
+    if how == "flag":
+        args = ["--git-mirror", pair] + args
+    elif how == "env":
+        env = {"MICROTVM_REGISTRY_GIT_MIRROR": pair}
+    else:
+        config = Path(os.environ["XDG_CONFIG_HOME"]) / "microtvm-registry" / "config.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(f'[git_mirror]\n"{MIRRORED}" = "{acme["repo"]}"\n')
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["content_id"] == v.tree
+    project = acme["tmp"] / "proj"
+    project.mkdir()
+    assert run_cli("lock", "up/t", cwd=project).returncode == 0
+    assert f'git = "{MIRRORED}"' in (project / "microtvm.lock").read_text()
+
+
+def test_malformed_git_mirror_is_one_line():
+    proc = run_cli("--git-mirror", "no-equals-sign", "path", "host")
+    assert proc.returncode == 1 and proc.stderr.strip().count("\n") == 0
+    assert "is not URL_PREFIX=LOCAL_URL" in proc.stderr
+
+
+def test_every_command_and_argument_has_a_description():
+    import argparse
+
+    from microtvm_registry.cli import _leaf_parsers, build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for p in _leaf_parsers(sub):
+        if not (p.description or "").strip():
+            missing.append(f"{p.prog}: no description")
+        for action in p._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
+                continue
+            if not (action.help or "").strip():
+                missing.append(f"{p.prog} {action.dest}: no help")
+    assert missing == []
+    assert "NAME@SPECIFIER" in run_cli("fetch", "--help").stdout

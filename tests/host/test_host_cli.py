@@ -93,3 +93,19 @@ def test_demo_without_apache_tvm_says_what_to_install(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "microtvm: error: apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
     ]
+
+
+@pytest.mark.needs_tvm
+def test_failed_build_shows_the_compilers_last_lines(built_project, tmp_path):
+    import shutil
+
+    copy = tmp_path / "proj"
+    shutil.copytree(built_project, copy, symlinks=True)
+    shutil.rmtree(copy / "build", ignore_errors=True)
+    result = microtvm("build", str(copy), "-o", "cc=clang-nope")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("microtvm: error: build of") and lines[0].endswith("the compiler's last lines:")
+    tail = [l for l in lines[1:] if l.startswith("  | ")]
+    assert tail and any("clang-nope" in l for l in tail), result.stderr
+    assert "Traceback" not in result.stderr

@@ -14,6 +14,7 @@ from microtvm_registry.registry.lockfile import Lockfile, find_lockfile
 from microtvm_registry.locking import lock_specs, sync
 from registry_support import (
     add_insteadof,
+    cli_command,
     git_version_table,
     make_template_repo,
     run_cli,
@@ -43,7 +44,7 @@ def acme(tmp_path, monkeypatch):
 
 
 def test_lock_pins_exact_source_and_content_id(acme):
-    lock = lock_specs(["blinky@1.0.0", "acme/extra", "host"])
+    lock = lock_specs(["blinky@1.0.0", "acme/extra", "host"]).lock
     path = acme["project"] / "microtvm.lock"
     assert lock.path == path and path.is_file()
     text = path.read_text()
@@ -80,8 +81,12 @@ def test_pinned_version_is_what_resolution_and_paths_use(acme):
     sub.mkdir()
     proc = run_cli("path", "acme/blinky", cwd=sub)
     assert proc.returncode == 0 and Path(proc.stdout.strip()) == path
-    # Re-locking moves the pin.
-    lock_specs(["blinky"])
+    # Re-locking a name keeps a pin that satisfies it (as uv does); --upgrade moves it.
+    result = lock_specs(["blinky"])
+    assert [c.action for c in result.changes] == ["kept"]
+    assert "1.0.0" in (get_template("blinky") / "microtvm_api_server.py").read_text()
+    result = lock_specs([], upgrade=["blinky"])
+    assert [(c.action, c.old, c.new) for c in result.changes] == [("upgraded", "1.0.0", "1.1.0")]
     assert "1.1.0" in (get_template("blinky") / "microtvm_api_server.py").read_text()
 
 
@@ -102,7 +107,7 @@ def test_sync_over_git_daemon(tmp_path, acme):
         url = daemon.url("templates")
         index_file = write_index(tmp_path / "d.toml", [template_table("daemon/blinky", [git_version_table(url, acme["versions"]["1.1.0"], extra=True)])])
         extra_indexes.add_extra_index("d", str(index_file))
-        lock = lock_specs(["daemon/blinky"])
+        lock = lock_specs(["daemon/blinky"]).lock
         entry = lock.entries["daemon/blinky"]
         Cache().clean()
         sync()
@@ -111,7 +116,7 @@ def test_sync_over_git_daemon(tmp_path, acme):
 
 
 def test_content_id_mismatch_is_refused_and_nothing_cached(acme):
-    lock = lock_specs(["acme/extra"])
+    lock = lock_specs(["acme/extra"]).lock
     path = lock.path
     good = lock.entries["acme/extra"].content_id
     path.write_text(path.read_text().replace(good, "0" * 40))
@@ -127,7 +132,7 @@ def test_content_id_mismatch_is_refused_and_nothing_cached(acme):
 
 
 def test_pinned_packaged_template_that_changed_is_refused(acme):
-    lock = lock_specs(["host"])
+    lock = lock_specs(["host"]).lock
     lock.path.write_text(lock.path.read_text().replace(lock.entries["host"].content_id, "1" * 40))
     with pytest.raises(VerificationError, match="host"):
         sync()
@@ -228,3 +233,121 @@ def test_round_trip_is_stable(tmp_path):
     assert path.read_bytes() == data
     assert [p.name for p in tmp_path.iterdir()] == ["microtvm.lock"]
     assert os.access(path, os.R_OK)
+
+
+# ---- uv's lock semantics -------------------------------------------------------------------
+
+
+def test_lock_records_the_specifier_and_keeps_pins_that_satisfy_it(acme):
+    path = acme["project"] / "microtvm.lock"
+    lock_specs(["blinky@<1.1"])
+    entry = Lockfile.load(path).entries["acme/blinky"]
+    assert (entry.version, entry.specifier) == ("1.0.0", "<1.1")
+    # A wider spec keeps the pin (nothing re-resolved) and records the new specifier.
+    result = lock_specs(["blinky@>=1.0"])
+    assert [(c.action, c.new) for c in result.changes] == [("kept", "1.0.0")]
+    entry = Lockfile.load(path).entries["acme/blinky"]
+    assert (entry.version, entry.specifier) == ("1.0.0", ">=1.0")
+    # --upgrade re-resolves within the recorded specifier.
+    proc = run_cli("lock", "--upgrade")
+    assert proc.returncode == 0, proc.stderr
+    assert "upgraded acme/blinky 1.0.0 -> 1.1.0" in proc.stdout
+    assert Lockfile.load(path).entries["acme/blinky"].version == "1.1.0"
+
+
+def test_lock_says_when_it_replaces_a_pin(acme):
+    lock_specs(["blinky@1.1.0"])
+    proc = run_cli("lock", "blinky@1.0.0")
+    assert proc.returncode == 0, proc.stderr
+    assert "replaced acme/blinky 1.1.0 with 1.0.0" in proc.stdout
+    entry = Lockfile.load(acme["project"] / "microtvm.lock").entries["acme/blinky"]
+    assert (entry.version, entry.specifier) == ("1.0.0", "==1.0.0")
+
+
+def test_upgrade_of_a_name_that_is_not_pinned_is_an_error(acme):
+    lock_specs(["blinky@1.0.0"])
+    before = (acme["project"] / "microtvm.lock").read_bytes()
+    proc = run_cli("lock", "--upgrade", "acme/extra")
+    assert proc.returncode == 1 and "acme/extra is not pinned" in proc.stderr
+    assert (acme["project"] / "microtvm.lock").read_bytes() == before
+    proc = run_cli("lock")  # nothing asked for
+    assert proc.returncode == 1 and "give templates to pin" in proc.stderr
+
+
+def test_unlock_removes_a_pin(acme):
+    lock_specs(["blinky@1.0.0", "acme/extra"])
+    proc = run_cli("unlock", "blinky")
+    assert proc.returncode == 0, proc.stderr
+    assert "removed acme/blinky 1.0.0" in proc.stdout
+    assert sorted(Lockfile.load(acme["project"] / "microtvm.lock").entries) == ["acme/extra"]
+    proc = run_cli("unlock", "blinky")
+    assert proc.returncode == 1 and "does not pin 'blinky'" in proc.stderr
+
+
+def test_sync_locked_and_frozen_differ_as_in_uv(acme):
+    """A pin moved outside its specifier by a hand edit: sync re-resolves and rewrites, --locked
+    fails and changes nothing, --frozen uses the pin as written and changes nothing."""
+    path = acme["project"] / "microtvm.lock"
+    lock_specs(["blinky@1.0.0"])
+    path.write_text(path.read_text().replace('specifier = "==1.0.0"', 'specifier = ">=1.1"'))
+    edited = path.read_bytes()
+    proc = run_cli("sync", "--locked")
+    assert proc.returncode == 1 and "would change" in proc.stderr and "outside its specifier '>=1.1'" in proc.stderr
+    assert path.read_bytes() == edited
+    proc = run_cli("sync", "--frozen")
+    assert proc.returncode == 0, proc.stderr
+    assert "ok acme/blinky 1.0.0" in proc.stdout and path.read_bytes() == edited
+    proc = run_cli("sync")
+    assert proc.returncode == 0, proc.stderr
+    assert "replaced acme/blinky 1.1.0" in proc.stdout and "updated" in proc.stderr
+    entry = Lockfile.load(path).entries["acme/blinky"]
+    assert (entry.version, entry.specifier) == ("1.1.0", ">=1.1")
+    assert run_cli("sync", "--locked").returncode == 0
+    assert run_cli("sync", "--frozen", "--locked").returncode == 2
+
+
+def test_lock_refuses_to_write_into_a_packaged_template_or_the_cache(acme):
+    from microtvm_registry import get_packaged_resource
+    from microtvm_registry.templates import get_template
+
+    host = get_packaged_resource("templates/host")
+    before = sorted(p.name for p in host.iterdir())
+    proc = run_cli("lock", "blinky@1.0.0", cwd=host)
+    assert proc.returncode == 1 and "a lockfile belongs to your project" in proc.stderr
+    assert sorted(p.name for p in host.iterdir()) == before
+    entry = get_template("blinky@1.0.0")
+    proc = run_cli("lock", "blinky@1.0.0", cwd=entry)
+    assert proc.returncode == 1 and "inside the template cache" in proc.stderr
+    assert not (entry / "microtvm.lock").exists()
+
+
+def test_lock_writes_through_a_symlinked_lockfile(acme, tmp_path):
+    real = tmp_path / "shared" / "microtvm.lock"
+    real.parent.mkdir()
+    real.write_text("schema = 1\n")
+    link = acme["project"] / "microtvm.lock"
+    link.symlink_to(real)
+    lock_specs(["blinky@1.0.0"])
+    assert link.is_symlink() and "acme/blinky" in real.read_text()
+    run_cli("unlock", "blinky")
+    assert link.is_symlink() and "acme/blinky" not in real.read_text()
+
+
+def test_concurrent_locks_lose_no_pin(acme, tmp_path):
+    """Four processes pinning different names into one lockfile at once: every pin survives."""
+    import subprocess
+
+    names = [f"acme/t{n}" for n in range(4)]
+    v = acme["versions"]["1.0.0"]
+    index_file = write_index(tmp_path / "many.toml", [template_table(n, [git_version_table(MIRRORED, v)]) for n in names])
+    extra_indexes.add_extra_index("many", str(index_file))
+    lock_specs(["blinky@1.0.0"])  # warm the cache: the race is on the lockfile, not the fetch
+    path = acme["project"] / "microtvm.lock"
+    start = path.read_bytes()
+    for _round in range(3):
+        path.write_bytes(start)
+        procs = [subprocess.Popen(cli_command("lock", n), cwd=acme["project"], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in names]
+        for p in procs:
+            _out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+        assert sorted(Lockfile.load(path).entries) == sorted(names + ["acme/blinky"])

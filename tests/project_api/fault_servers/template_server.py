@@ -11,7 +11,6 @@ the server into the project), copy_crt (bool: copy standalone_crt/include like T
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from microtvm_registry.project_api import server

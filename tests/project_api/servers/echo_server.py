@@ -14,7 +14,6 @@ Stable behaviour (other tests rely on it):
 """
 import json
 import shutil
-import sys
 from pathlib import Path
 
 try:

@@ -3,7 +3,6 @@
 build's ``options["action"]`` picks what happens (see ACTIONS); other methods echo what they got
 so a test can see how the server converted it.
 """
-import json
 import sys
 from pathlib import Path
 
