@@ -27,7 +27,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 __all__ = ["blob_id", "file_blob_id", "tree_id", "is_object_id", "EMPTY_TREE_ID"]
 
@@ -68,11 +68,12 @@ def file_blob_id(path: Union[str, os.PathLike]) -> str:
     return h.hexdigest()
 
 
-def _tree_digest(folder: bytes, mounts: Optional[Dict[bytes, bytes]] = None) -> Optional[bytes]:
-    """Raw 20-byte tree id of ``folder`` (bytes path), or None when it holds no files."""
+def _tree_digest(folder: bytes, mounts: Optional[Dict[bytes, bytes]] = None, skip: frozenset = frozenset()) -> Optional[bytes]:
+    """Raw 20-byte tree id of ``folder`` (bytes path), or None when it holds no files; folders
+    named in ``skip`` are left out at every level."""
     entries: List[Tuple[bytes, bytes, bytes]] = []  # (sort key, mode, raw id)
     for name, sub_folder in (mounts or {}).items():
-        sub = _tree_digest(sub_folder)
+        sub = _tree_digest(sub_folder, None, skip)
         if sub is not None:
             entries.append((name + b"/", b"40000", sub))
     with os.scandir(folder) as it:
@@ -90,7 +91,9 @@ def _tree_digest(folder: bytes, mounts: Optional[Dict[bytes, bytes]] = None) -> 
                 raw = bytes.fromhex(file_blob_id(entry.path))
                 entries.append((name, b"100755" if mode & stat.S_IXUSR else b"100644", raw))
             elif stat.S_ISDIR(mode):
-                sub = _tree_digest(entry.path)
+                if name in skip:
+                    continue
+                sub = _tree_digest(entry.path, None, skip)
                 if sub is not None:
                     entries.append((name + b"/", b"40000", sub))
     if not entries:
@@ -105,12 +108,19 @@ def _tree_digest(folder: bytes, mounts: Optional[Dict[bytes, bytes]] = None) -> 
     return h.digest()
 
 
-def tree_id(folder: Union[str, os.PathLike], mounts: Optional[Mapping[str, Union[str, os.PathLike]]] = None) -> str:
+def tree_id(
+    folder: Union[str, os.PathLike],
+    mounts: Optional[Mapping[str, Union[str, os.PathLike]]] = None,
+    skip_dirs: Iterable[str] = (),
+) -> str:
     """The git tree id of ``folder`` (``git add -A && git write-tree`` for its contents).
 
     ``mounts`` (name -> folder) hashes other folders as if they were subfolders of ``folder``
     under those names: a packaged template built from shared files (``templates/common``) gets
     one id that covers everything it builds from, without a second copy in the repository.
+
+    ``skip_dirs`` names folders left out wherever they occur (as a ``.gitignore`` would): the
+    ``__pycache__`` that pip's byte-compilation puts into an installed package's templates.
 
     Raises FileNotFoundError / NotADirectoryError when ``folder`` is not a folder.
     """
@@ -123,5 +133,5 @@ def tree_id(folder: Union[str, os.PathLike], mounts: Optional[Mapping[str, Union
     for name, sub in encoded.items():
         if not os.path.isdir(sub):
             raise FileNotFoundError(f"no such folder to mount as {os.fsdecode(name)!r}: {os.fsdecode(sub)}")
-    raw = _tree_digest(path, encoded)
+    raw = _tree_digest(path, encoded, frozenset(os.fsencode(d) for d in skip_dirs))
     return EMPTY_TREE_ID if raw is None else raw.hex()

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, Optional
 PARSED_TOML_DIR = "parsed-toml"
 
 
-def load_toml_bytes(data: bytes) -> Dict[str, Any]:
+def load_toml_bytes(data: bytes, *, memo: bool = False) -> Dict[str, Any]:
     """Parse TOML with tomllib (3.11+) or tomli; raises their TOMLDecodeError.
 
     Warm commands read the same few files every time (the packaged indexes, the extra-index
@@ -26,9 +26,13 @@ def load_toml_bytes(data: bytes) -> Dict[str, Any]:
     CRC and length, and holding the text itself: a hit is used only if the text is identical,
     so a collision can never return another file's data. Writing the memo is best effort (a
     shared, read-only cache simply never gets one).
+
+    Only text that itself lives in the cache (extra indexes' copies) asks for the memo
+    (``memo=True``): anyone who can write the cache could write a memo, so a file whose meaning is
+    trusted (a packaged index, a lockfile, our config) is never read through one.
     """
     text = data.decode("utf-8")
-    memo = _toml_memo_path(data)
+    memo = _toml_memo_path(data) if memo else None
     if memo is not None:
         try:
             with open(memo, "r", encoding="utf-8") as fh:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path, PurePosixPath
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 from .errors import TemplateNotFoundError
 
@@ -168,10 +168,38 @@ def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
     return target
 
 
+RECORDED_IDS = "packaged-ids.json"
+
+#: Not part of a packaged template: pip byte-compiles every .py of a wheel it installs.
+PACKAGED_SKIP_DIRS = ("__pycache__",)
+
+
+def shipped_data_file(name: str) -> Optional[Path]:
+    """A file setup.py wrote into the wheel's data folder (None when it is not there)."""
+    path = _PACKAGE_DIR / _DATA_DIR / name
+    return path if path.is_file() else None
+
+
+def recorded_content_id(relpath: str) -> Optional[str]:
+    """The content id ``relpath`` had when the wheel was built (``setup.py`` records them), or
+    None in a checkout or editable install, where the templates are the developer's to edit."""
+    import json
+
+    path = _PACKAGE_DIR / _DATA_DIR / RECORDED_IDS
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "unreadable"  # never equal to a real id: the template is then not trusted
+    value = data.get(relpath) if isinstance(data, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def packaged_content_id(relpath: str, include: Sequence[str] = ()) -> str:
     """The content id of a packaged template: its folder's tree id with each shared folder it
     builds from (``include``) hashed in as a subfolder named by that folder's last part."""
     from .contentid import tree_id
 
     mounts = {PurePosixPath(inc).name: get_packaged_resource(inc) for inc in include}
-    return tree_id(get_packaged_resource(relpath), mounts)
+    return tree_id(get_packaged_resource(relpath), mounts, skip_dirs=PACKAGED_SKIP_DIRS)

@@ -156,13 +156,24 @@ def get_template_for_run(
         tv,
         offline=offline,
         expected=resolved.content_id,
-        need_content_id=not tv.origin.trusted,
+        need_content_id=not tv.origin.trusted or _has_recorded_id(tv),
         progress=progress,
     )
     check_trust(tv, content_id, allow=trust)
     if tools:
         check_tools(tv)
     return path
+
+
+def _has_recorded_id(tv: Any) -> bool:
+    """A packaged template of an installed wheel: hash it, to notice an edit since install."""
+    from .registry.models import PackagedSource
+
+    if not isinstance(tv.source, PackagedSource):
+        return False
+    from .packaged import recorded_content_id
+
+    return recorded_content_id(tv.source.relpath) is not None
 
 
 def get_microtvm_template_projects(platform: str) -> Path:

@@ -27,8 +27,10 @@ def _run(args, **kw):
     return proc
 
 
-@pytest.mark.slow
-def test_wheel_install_outside_checkout(tmp_path):
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The wheel built from a copy of the checkout and installed in a fresh venv."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=IGNORE)
     host = src / "templates" / "host"
@@ -49,6 +51,12 @@ def test_wheel_install_outside_checkout(tmp_path):
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return {"venv": venv, "vpython": vpython, "purelib": purelib, "outside": outside, "env": env, "host": host}
+
+
+@pytest.mark.slow
+def test_wheel_install_outside_checkout(installed):
+    vpython, purelib, outside, env, host, venv = (installed[k] for k in ("vpython", "purelib", "outside", "env", "host", "venv"))
     proc = _run([vpython, "-c", "import microtvm_registry; print(microtvm_registry.get_packaged_resource('templates/host'))"], cwd=outside, env=env)
     path = Path(proc.stdout.strip())
     assert purelib.resolve() in path.resolve().parents, path
@@ -73,3 +81,36 @@ def test_wheel_install_outside_checkout(tmp_path):
                  "print(m.get_packaged_resource('templates/common/runtime/mtvm_device.c'))"], cwd=outside, env=env)
     for line in proc.stdout.split():
         assert purelib.resolve() in Path(line).resolve().parents
+
+
+@pytest.mark.slow
+def test_an_edited_packaged_template_is_no_longer_trusted(installed):
+    """The wheel records each packaged template's content id when it is built; a copy edited in
+    site-packages is then reported as modified and its server is not started."""
+    import json
+
+    microtvm, outside, env = installed["venv"] / "bin" / "microtvm", installed["outside"], installed["env"]
+    assert json.loads(_run([microtvm, "show", "host", "--json"], cwd=outside, env=env).stdout)["trust"] == "packaged"
+    assert (installed["purelib"] / "microtvm_registry" / "data" / "packaged-ids.json").is_file()
+    folder = Path(_run([microtvm, "path", "host"], cwd=outside, env=env).stdout.strip())
+    readme = folder / "README.md"
+    original = readme.read_bytes()
+    mode = readme.stat().st_mode
+    try:
+        os.chmod(readme, mode | 0o200)
+        readme.write_bytes(original + b"edited\n")
+        data = json.loads(_run([microtvm, "show", "host", "--json"], cwd=outside, env=env).stdout)
+        assert data["trust"] == "modified"
+        proc = subprocess.run([str(microtvm), "info", "host"], capture_output=True, text=True, cwd=outside, env=env, timeout=120)
+        assert proc.returncode == 1 and "changed since microtvm-registry was installed" in proc.stderr
+    finally:
+        readme.write_bytes(original)
+        os.chmod(readme, mode)
+    assert _run([microtvm, "info", "host", "--json"], cwd=outside, env=env).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.needs_tvm
+def test_demo_runs_from_the_installed_wheel(installed):
+    proc = _run([installed["venv"] / "bin" / "microtvm", "demo"], cwd=installed["outside"], env=installed["env"])
+    assert proc.stdout.count(": OK") == 2 and "vs onnxruntime" in proc.stdout, proc.stdout

@@ -101,9 +101,10 @@ class Cache:
 
         When ``expected_content_id`` is given, only an entry with that id is returned.
         """
+        # Only ids this source is known to yield: the one recorded when it was fetched, or the one
+        # it has by construction. An expected id alone proves nothing: a lockfile could pair this
+        # source with the id of another template that happens to be cached.
         candidates: List[str] = []
-        if expected_content_id:
-            candidates.append(expected_content_id)
         mapped = self._mapped_id(source_key(source))
         if mapped:
             candidates.append(mapped)
@@ -259,6 +260,10 @@ class Cache:
                         item.unlink()
                     except OSError:
                         pass
+        if keep_set is None:
+            from ..files import PARSED_TOML_DIR
+
+            _rmtree(self.root / PARSED_TOML_DIR)  # parse memos: remade on the next read
         self._sweep_stale(None)
         return removed
 

@@ -87,8 +87,23 @@ def record_trust(name: str, version: str, content_id: str, source: str = "") -> 
     return True
 
 
+def modified_packaged(tv: Any, content_id: Optional[str]) -> Optional[str]:
+    """The id a packaged template was installed with, when its folder no longer hashes to it."""
+    from ..registry.models import PackagedSource
+
+    if not isinstance(tv.source, PackagedSource) or not content_id:
+        return None
+    from ..packaged import recorded_content_id
+
+    recorded = recorded_content_id(tv.source.relpath)
+    return recorded if recorded is not None and recorded != content_id else None
+
+
 def trust_state(tv: Any, content_id: Optional[str]) -> str:
-    """"packaged" (trusted by origin), "trusted" (user trusted this id) or "untrusted"."""
+    """"packaged" (trusted by origin), "trusted" (user trusted this id), "modified" (a packaged
+    template changed since install) or "untrusted"."""
+    if modified_packaged(tv, content_id):
+        return "modified"
     if tv.origin.trusted:
         return "packaged"
     if content_id and is_trusted(content_id):
@@ -100,6 +115,13 @@ def check_trust(tv: Any, content_id: Optional[str], *, allow: bool = False) -> N
     """Raise TrustError unless template version ``tv`` at ``content_id`` may run its server."""
     from ..registry.models import describe_source
 
+    installed = modified_packaged(tv, content_id)
+    if installed and not allow:
+        raise TrustError(
+            f"{tv.name}: the installed package's template was changed since microtvm-registry was installed "
+            f"(content id {content_id}, installed as {installed}), so it is not trusted; reinstall microtvm-registry, "
+            "or copy the folder elsewhere, edit the copy and give its path"
+        )
     if allow or tv.origin.trusted:
         return
     records = load_trusted()

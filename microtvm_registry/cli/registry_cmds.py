@@ -339,6 +339,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "packaged": "yes (pinned by a packaged index)",
         "trusted": "yes (you trusted this content id)",
         "untrusted": f"no: run `microtvm trust {tv.label}` or pass --trust",
+        "modified": "no: its files changed since microtvm-registry was installed (reinstall it)",
     }[state]
     print(f"  trusted:    {trust_text}")
     if tv.requires.tools:

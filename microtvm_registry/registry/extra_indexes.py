@@ -214,7 +214,7 @@ def _refresh_one(entry: ExtraIndex) -> Index:
         # Local indexes are read on every command. Text identical to the last good copy was
         # fully validated when it was stored, so its versions are checked only when used (as
         # for packaged indexes); a changed file is validated whole before it is stored.
-        index = parse_index(data, str(path), origin, base=str(path), lazy=unchanged)
+        index = parse_index(data, str(path), origin, base=str(path), lazy=unchanged, memo=True)
         if not unchanged:
             _store_copy(entry, data, None)
         return index
@@ -222,13 +222,13 @@ def _refresh_one(entry: ExtraIndex) -> Index:
     etag = meta.get("etag") if copy.exists() and meta.get("location") == entry.location else None
     response = _http_get(entry.location, etag, f"index {entry.name!r} ({entry.location})")
     if response.status_code == 304 and etag:
-        index = parse_index(copy.read_bytes(), entry.location, origin, base=entry.location)
+        index = parse_index(copy.read_bytes(), entry.location, origin, base=entry.location, memo=True)
         _store_copy(entry, copy.read_bytes(), etag)  # refresh the timestamp
         return index
     if response.status_code != 200:
         raise FetchError(f"index {entry.name!r}: {entry.location} answered HTTP {response.status_code}")
     data = response.content
-    index = parse_index(data, entry.location, origin, base=entry.location)
+    index = parse_index(data, entry.location, origin, base=entry.location, memo=True)
     _store_copy(entry, data, response.headers.get("ETag"))
     return index
 
@@ -238,7 +238,7 @@ def _load_copy(entry: ExtraIndex) -> Optional[Index]:
     meta = _read_meta(entry.name)
     if not copy.exists() or meta.get("location") != entry.location:
         return None
-    return parse_index(copy.read_bytes(), entry.location, entry.origin(), base=entry.location)
+    return parse_index(copy.read_bytes(), entry.location, entry.origin(), base=entry.location, memo=True)
 
 
 def _copy_age(entry: ExtraIndex) -> str:

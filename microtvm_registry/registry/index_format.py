@@ -380,13 +380,15 @@ def parse_index(
     allow_packaged: bool = False,
     allow_folder: bool = False,
     lazy: bool = False,
+    memo: bool = False,
 ) -> Index:
-    """Parse and validate index text (or an already-parsed dict); errors name ``label`` and the key."""
+    """Parse and validate index text (or an already-parsed dict); errors name ``label`` and the key.
+    ``memo=True`` only for text kept in the cache (see :func:`~microtvm_registry.files.load_toml_bytes`)."""
     chk = _Checker(label)
     if isinstance(data, (str, bytes)):
         raw = data.encode("utf-8") if isinstance(data, str) else data
         try:
-            doc = load_toml_bytes(raw)
+            doc = load_toml_bytes(raw, memo=memo)
         except UnicodeDecodeError:
             raise IndexFormatError(f"{label}: not UTF-8 text") from None
         except toml_decode_error() as err:
@@ -415,10 +417,16 @@ def parse_index(
     return Index(name=origin.name, origin=origin, templates=templates)
 
 
-def load_index_file(path: Path, origin: Origin, **kw: Any) -> Index:
-    """Read and parse an index file from disk."""
+def load_index_file(path: Path, origin: Origin, *, parsed: Optional[Dict[str, Any]] = None, **kw: Any) -> Index:
+    """Read and parse an index file from disk. ``parsed`` is a trusted parse of the same bytes
+    (the wheel's, checked by hash by the caller), used instead of parsing the TOML again."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise IndexFormatError(f"{path}: cannot read index: {err.strerror or err}") from None
+    if parsed is not None:
+        import hashlib
+
+        if parsed.get("sha256") == hashlib.sha256(data).hexdigest() and isinstance(parsed.get("doc"), dict):
+            return parse_index(parsed["doc"], str(path), origin, base=str(path), **kw)
     return parse_index(data, str(path), origin, base=str(path), **kw)

@@ -252,7 +252,11 @@ def _resolve_pin(spec: Spec, entry: Any, lock_path: Path, catalog: Optional[Cata
                 continue
             for v in template.versions:
                 if same_source(v.source, source):
-                    trusted, known = True, v
+                    # Trust follows what will run: the pin's content id must be the one this
+                    # source yields where that is known without fetching (otherwise the cache
+                    # verifies the fetched folder against the pin before anything runs).
+                    direct = None if getattr(source, "extra_files", ()) else getattr(v.source, "tree", None)
+                    trusted, known = (direct is None or direct == entry.content_id), v
     origin = Origin("lockfile", "microtvm.lock", str(lock_path), trusted=trusted, remote=False)
     version = TemplateVersion(
         name=entry.name,

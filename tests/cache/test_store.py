@@ -125,6 +125,17 @@ def test_entry_without_its_mapping_is_refetched_and_remapped(repo, daemon):
     assert cache.materialize(with_extra(repo, daemon.url("r")), offline=True).path == got.path
 
 
+def test_an_entry_is_handed_out_only_for_a_source_that_yields_it(repo, daemon):
+    """A lockfile pairing one source with the content id of another cached template: the cache
+    does not hand out the other template's folder, it fetches this source and refuses the pin."""
+    cache = Cache()
+    slow = cache.materialize(tpl(repo, daemon.url("r"), subdir="apps/slow", tree=repo["slow_tree"]))
+    assert cache.lookup(with_extra(repo, daemon.url("r")), expected_content_id=slow.content_id) is None
+    with pytest.raises(VerificationError, match="as pinned"):
+        cache.materialize(with_extra(repo, daemon.url("r")), expected_content_id=slow.content_id)
+    assert [e.content_id for e in cache.list_entries()] == [slow.content_id]
+
+
 def test_expected_content_id_mismatch_keeps_nothing(repo, daemon):
     cache = Cache()
     with pytest.raises(VerificationError) as err:

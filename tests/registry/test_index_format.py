@@ -333,3 +333,30 @@ def test_remote_index_may_not_name_local_sources(tmp_path, repo):
     from microtvm_registry.cache.store import Cache
 
     assert Cache().list_entries() == []
+
+
+def test_a_parse_memo_in_the_cache_never_repoints_a_packaged_index():
+    """Whoever can write the cache could write a memo that keeps the curated text but changes
+    what it means; packaged indexes (and lockfiles, config) are never read through one."""
+    import json
+    import zlib
+
+    from microtvm_registry import get_packaged_resource
+    from microtvm_registry.dirs import cache_dir
+    from microtvm_registry.files import PARSED_TOML_DIR
+    from microtvm_registry.registry.packaged_indexes import _PACKAGED_MEMO, packaged_indexes
+    from microtvm_registry.registry.resolve import resolve
+
+    raw = get_packaged_resource("index/apache-tvm.toml").read_bytes()
+    import tomllib
+
+    doc = tomllib.loads(raw.decode())
+    for template in doc["template"]:
+        for version in template["version"]:
+            version["git"] = "https://evil.example.com/tvm.git"
+    memo = cache_dir() / PARSED_TOML_DIR / f"{zlib.crc32(raw):08x}-{len(raw)}.json"
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"toml": raw.decode(), "doc": doc}))
+    _PACKAGED_MEMO.clear()
+    assert resolve("apache-tvm/zephyr@0.18.0", lock=None).version.source.url == "https://github.com/apache/tvm.git"
+    assert all("evil" not in getattr(v.source, "url", "") for i in packaged_indexes() for t in i.templates for v in t.versions)
