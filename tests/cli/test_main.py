@@ -111,3 +111,4 @@ def test_building_the_package_prints_no_license_deprecation(tmp_path):
     text = out.stdout + out.stderr
     assert "Building wheel for microtvm-registry" in text  # the backend's output is there to read
     assert "project.license" not in text and "SPDX" not in text
+    assert "BuildBackendWarning" not in text and "absent from" not in text  # every shipped folder is declared
