@@ -20,13 +20,13 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 #: Floors, lowest first. A module may import modules of its own floor or lower ones.
 FLOORS: List[List[str]] = [
     # the base every stage may use
-    ["errors", "dirs", "files", "contentid", "packaged", "procs", "project_api", "project_api.server"],
+    ["errors", "dirs", "files", "contentid", "packaged", "procs", "progress", "http", "project_api", "project_api.server"],
     # registry, plain data and formats: no I/O beyond reading the file it is given
     ["registry", "registry.models", "registry.sources", "registry.index_format", "registry.lockfile"],
     # registry, where indexes come from and what a spec means
     ["registry.packaged_indexes", "registry.extra_indexes", "registry.plugins", "registry.catalog",
      "registry.resolve"],
-    ["fetch", "fetch.staging", "fetch.git", "fetch.archive"],
+    ["fetch", "fetch.staging", "fetch.git", "fetch.archive", "fetch.mirrors"],
     ["cache", "cache.store", "cache.trust"],
     ["templates", "locking"],
     ["project_api.client", "project_api.tvm_compat"],

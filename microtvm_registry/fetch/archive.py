@@ -16,8 +16,13 @@ from ..registry.sources import ArchiveSource, url_transport
 from .staging import _make_links, _mkdirs, _rmtree, _safe_parts, _staging_for, _want_progress, _write_file, check_links_inside
 
 
-class _Incomplete(Exception):
-    pass
+#: The largest archive we download unless told otherwise (real templates are a few MB).
+MAX_ARCHIVE_ENV = "MICROTVM_REGISTRY_MAX_ARCHIVE_BYTES"
+DEFAULT_MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
+#: What an archive may expand to: a zip or tar bomb stops here, and its staging folder goes.
+MAX_EXTRACTED_ENV = "MICROTVM_REGISTRY_MAX_EXTRACTED_BYTES"
+DEFAULT_MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
+MAX_MEMBERS = 100_000
 
 
 def _download(
@@ -45,68 +50,28 @@ def _download(
         _check_sha256(url, digest.hexdigest(), expected_sha256)
         return
 
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+    from ..http import bounded_get, byte_limit
+    from ..progress import activity
 
-    retry = Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        backoff_factor=backoff,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET"}),
-        raise_on_status=False,
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    last_error = ""
-    try:
-        for attempt in range(retries + 1):
-            if attempt:
-                time.sleep(backoff * (2 ** (attempt - 1)))
-            digest = hashlib.sha256()
-            try:
-                with session.get(url, stream=True, timeout=timeout) as response:
-                    if response.status_code != 200:
-                        raise FetchError(
-                            f"could not download {url}: HTTP {response.status_code}"
-                            " (check the URL; the server may be down)"
-                        )
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    from ..progress import activity
+    limit = byte_limit(MAX_ARCHIVE_ENV, DEFAULT_MAX_ARCHIVE_BYTES)
+    digest_box = [hashlib.sha256()]
+    with activity(f"fetching {label or url.rsplit('/', 1)[-1]}", show=progress, unit="B", total=None) as bar:
 
-                    received = 0
-                    with activity(f"fetching {label or url.rsplit('/', 1)[-1]}", show=progress, unit="B", total=total) as bar:
-                        with open(target, "wb") as out:
-                            for chunk in response.iter_content(chunk_size=1 << 16):
-                                digest.update(chunk)
-                                out.write(chunk)
-                                received += len(chunk)
-                                if bar is not None:
-                                    bar.update(len(chunk))
-                    if total is not None and received != total:
-                        raise _Incomplete(f"got {received} of {total} bytes")
-                _check_sha256(url, digest.hexdigest(), expected_sha256)
-                return
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                    requests.exceptions.ContentDecodingError, _Incomplete) as exc:
-                last_error = _short_error(exc)
-    finally:
-        session.close()
-    raise FetchError(f"could not download {url} after {retries + 1} attempts: {last_error}")
+        def started(length: Optional[int]) -> None:
+            digest_box[0] = hashlib.sha256()  # a retry starts the file, and its hash, again
+            if bar is not None:
+                bar.reset(total=length)
 
+        def chunk(data: bytes) -> None:
+            digest_box[0].update(data)
+            if bar is not None:
+                bar.update(len(data))
 
-def _short_error(exc: BaseException) -> str:
-    import requests
-
-    if isinstance(exc, requests.Timeout):
-        return "the server timed out"
-    return first_line(exc)[:200]
+        with open(target, "wb") as out:
+            bounded_get(url, what=f"archive {label or url}", max_bytes=limit, limit_env=MAX_ARCHIVE_ENV, sink=out,
+                        retries=retries, backoff=backoff, connect_timeout=timeout[0], read_timeout=timeout[1],
+                        on_start=started, on_chunk=chunk)
+    _check_sha256(url, digest_box[0].hexdigest(), expected_sha256)
 
 
 def _check_sha256(url: str, actual: str, expected: str) -> None:
@@ -116,9 +81,33 @@ def _check_sha256(url: str, actual: str, expected: str) -> None:
         )
 
 
-def _extract_tar(archive: Path, target: Path) -> None:
+class _Budget:
+    """What extraction may still write: a total size and a member count, so that a bomb stops
+    early (and its staging folder is removed by the caller) instead of filling the disk."""
+
+    def __init__(self, what: str) -> None:
+        from ..http import byte_limit
+
+        self.what = what
+        self.left = byte_limit(MAX_EXTRACTED_ENV, DEFAULT_MAX_EXTRACTED_BYTES)
+        self.limit = self.left
+        self.members = 0
+
+    def take(self, size: int) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise FetchError(f"{self.what} has more than {MAX_MEMBERS:,} members; refused (no template is that large)")
+        self.left -= max(0, size)
+        if self.left < 0:
+            raise FetchError(
+                f"{self.what} expands to more than {self.limit:,} bytes; refused (set {MAX_EXTRACTED_ENV} to allow more)"
+            )
+
+
+def _extract_tar(archive: Path, target: Path, what: str = "the archive") -> None:
     import tarfile
 
+    budget = _Budget(what)
     links: List[Tuple[List[str], str]] = []
     written: Dict[str, bool] = {}
     data_filter = getattr(tarfile, "data_filter", None)
@@ -128,6 +117,7 @@ def _extract_tar(archive: Path, target: Path) -> None:
         raise FetchError(f"archive is neither a zip nor a readable tar file: {exc}") from exc
     with tf:
         for member in tf:
+            budget.take(member.size if member.isreg() else 0)
             parts = _safe_parts(member.name, "archive member")
             if data_filter is not None:  # a second opinion from the stdlib where it exists
                 try:
@@ -164,11 +154,14 @@ def _extract_tar(archive: Path, target: Path) -> None:
     _make_links(target, links)
 
 
-def _extract_zip(archive: Path, target: Path) -> None:
+def _extract_zip(archive: Path, target: Path, what: str = "the archive") -> None:
     import zipfile
 
     links: List[Tuple[List[str], str]] = []
+    budget = _Budget(what)
     with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():  # sizes first: a bomb is refused before a byte is written
+            budget.take(info.file_size)
         for info in zf.infolist():
             parts = _safe_parts(info.filename, "archive member")
             if parts is None:
@@ -210,9 +203,9 @@ def fetch_archive(
         extracted = work / "x"
         extracted.mkdir()
         if zipfile.is_zipfile(archive):
-            _extract_zip(archive, extracted)
+            _extract_zip(archive, extracted, f"archive {source.url}")
         else:
-            _extract_tar(archive, extracted)
+            _extract_tar(archive, extracted, f"archive {source.url}")
         folder = extracted.joinpath(*source.subdir.split("/")) if source.subdir else extracted
         if folder.is_symlink() or not folder.is_dir():
             raise VerificationError(f"archive {source.url} has no folder {source.subdir!r}; the index entry is wrong")

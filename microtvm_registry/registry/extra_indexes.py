@@ -21,6 +21,10 @@ from .packaged_indexes import packaged_indexes
 
 CONFIG_FILE = "indexes.toml"
 
+#: An index is a small text file; an endless or huge body stops here.
+MAX_INDEX_ENV = "MICROTVM_REGISTRY_MAX_INDEX_BYTES"
+DEFAULT_MAX_INDEX_BYTES = 8 * 1024 * 1024
+
 COPY_DIR = "index-copies"
 
 HTTP_TIMEOUT = (5.0, 30.0)  # connect, read (seconds)
@@ -150,48 +154,29 @@ def _store_copy(entry: ExtraIndex, data: bytes, etag: Optional[str]) -> None:
 
 
 def _http_get(url: str, etag: Optional[str], label: str):
-    """GET with timeouts and retries (backoff on connection errors and 5xx/429).
+    """GET within the limits of :mod:`microtvm_registry.http`: retries with backoff (Retry-After
+    capped), one overall deadline, and at most MAX_INDEX_BYTES (an endless body costs a few MB,
+    not gigabytes). Returns an object with ``status_code``, ``headers`` and ``content``."""
+    import types
 
-    urllib3 logs each retry as a WARNING; the caller reports the outcome in one line instead, so
-    that logger is quietened for the duration of the request.
-    """
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+    from ..http import bounded_get, byte_limit
 
-    retry = Retry(
-        total=HTTP_RETRIES,
-        connect=HTTP_RETRIES,
-        read=HTTP_RETRIES,
-        status=HTTP_RETRIES,
-        backoff_factor=0.2,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=frozenset({"GET"}),
-        raise_on_status=False,
-    )
-    session = requests.Session()
-    session.mount("http://", HTTPAdapter(max_retries=retry))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
     headers = {"Accept": "application/toml, text/plain, */*"}
     if etag:
         headers["If-None-Match"] = etag
-    import logging
-
-    pool_log = logging.getLogger("urllib3.connectionpool")
-    old_level = pool_log.level
-    pool_log.setLevel(logging.ERROR)
-    try:
-        with session:
-            return session.get(url, headers=headers, timeout=HTTP_TIMEOUT)
-    except requests.RequestException as err:
-        reason = type(err).__name__
-        inner = getattr(err, "args", None)
-        if inner and isinstance(inner[0], Exception) and getattr(inner[0], "reason", None) is not None:
-            reason = f"{reason} ({type(inner[0].reason).__name__})"
-        raise FetchError(f"{label} could not be fetched: {reason}") from None
-    finally:
-        pool_log.setLevel(old_level)
-
+    status, response_headers, body = bounded_get(
+        url,
+        what=label,
+        max_bytes=byte_limit(MAX_INDEX_ENV, DEFAULT_MAX_INDEX_BYTES),
+        limit_env=MAX_INDEX_ENV,
+        headers=headers,
+        accept=tuple(range(100, 600)),  # the caller words other statuses itself
+        retries=HTTP_RETRIES,
+        backoff=0.2,
+        connect_timeout=HTTP_TIMEOUT[0] if isinstance(HTTP_TIMEOUT, tuple) else HTTP_TIMEOUT,
+        read_timeout=HTTP_TIMEOUT[1] if isinstance(HTTP_TIMEOUT, tuple) else HTTP_TIMEOUT,
+    )
+    return types.SimpleNamespace(status_code=status, content=body, headers=response_headers)
 
 def _refresh_one(entry: ExtraIndex) -> Index:
     """Fetch or read ``entry``, validate it, keep it as the last good copy, return it.

@@ -466,3 +466,101 @@ def test_git_errors_show_the_reason_not_git_advice(tmp_path):
     assert _git_reason(stderr) == "fatal: Could not read from remote repository."
     assert _git_reason("warning: x\nsomething odd\n") == "something odd"
     assert _git_reason("") == "git failed without a message"
+
+
+# ---- bounded downloads: deadlines, Retry-After, sizes, encodings, redirects ------------------
+
+HANG_STOP = 120  # seconds; only stops a hang, never asserted on
+
+
+def _bounded(fn, *args, **kw):
+    """Run a download in a thread so a regression that hangs fails the test instead of the run."""
+    import concurrent.futures
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(fn, *args, **kw).result(timeout=HANG_STOP)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def test_retry_after_is_capped_and_the_download_deadline_holds(http, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROTVM_REGISTRY_DOWNLOAD_DEADLINE", "1.5")
+    src = archive_source(http, "t.tar.gz", good_tar())
+    http.add_fault("t.tar.gz", status=503, headers={"Retry-After": "100000"}, times=1000)
+    with pytest.raises(FetchError) as err:
+        _bounded(fetch_archive, src, tmp_path / "out", **FAST)
+    assert "download deadline" in str(err.value) and "Retry-After" in str(err.value)
+    assert "MICROTVM_REGISTRY_DOWNLOAD_DEADLINE" in str(err.value)
+    assert os.listdir(tmp_path) == ["www"]
+
+
+def test_a_stalled_server_ends_at_the_deadline(http, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROTVM_REGISTRY_DOWNLOAD_DEADLINE", "1.5")
+    src = archive_source(http, "t.tar.gz", good_tar() + b"\0" * 4096)
+    http.add_fault("t.tar.gz", rate=200.0, times=1000)  # 200 B/s: 20 s for the whole file
+    with pytest.raises(FetchError, match="download deadline"):
+        _bounded(fetch_archive, src, tmp_path / "out", timeout=(2.0, 60.0), retries=16, backoff=0.01)
+    assert os.listdir(tmp_path) == ["www"]
+
+
+def test_endless_and_oversized_bodies_stop_at_the_limit(http, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICROTVM_REGISTRY_MAX_ARCHIVE_BYTES", str(1 << 20))
+    src = archive_source(http, "t.tar.gz", good_tar())
+    http.add_fault("t.tar.gz", endless=True)
+    with pytest.raises(FetchError, match="more than the limit of 1,048,576 bytes.*MICROTVM_REGISTRY_MAX_ARCHIVE_BYTES"):
+        _bounded(fetch_archive, src, tmp_path / "out", **FAST)
+    big = archive_source(http, "big.tar", b"\0" * (2 << 20))
+    with pytest.raises(FetchError, match="is 2,097,152 bytes, more than the limit"):
+        _bounded(fetch_archive, big, tmp_path / "out", **FAST)
+    assert http.request_count("big.tar") == 1  # refused from its Content-Length, not retried
+    assert os.listdir(tmp_path) == ["www"]
+
+
+def test_content_encoding_gzip_counts_the_bytes_on_the_wire(repo, http, tmp_path):
+    """A server that labels a .tar.gz `Content-Encoding: gzip`: the file is kept as served (its
+    sha256 is what is pinned), and its length matches Content-Length."""
+    src = archive_source(http, "t.tar.gz", good_tar(), tree=repo["tree"])
+    http.add_fault("t.tar.gz", headers={"Content-Encoding": "gzip"}, times=10)
+    _bounded(fetch_archive, src, tmp_path / "out", **FAST)
+    assert contentid.tree_id(tmp_path / "out") == repo["tree"]
+    assert http.requests[-1].headers.get("Accept-Encoding") == "identity"
+
+
+def test_redirects_to_file_and_redirect_loops_are_one_line(http, tmp_path):
+    src = archive_source(http, "t.tar.gz", good_tar())
+    http.add_fault("t.tar.gz", status=302, headers={"Location": "file:///etc/passwd"})
+    with pytest.raises(FetchError, match="redirected to a URL that is not http"):
+        _bounded(fetch_archive, src, tmp_path / "out", **FAST)
+    http.add_fault("t.tar.gz", status=302, headers={"Location": src.url}, times=100)
+    with pytest.raises(FetchError, match="redirect loop"):
+        _bounded(fetch_archive, src, tmp_path / "out", **FAST)
+    assert os.listdir(tmp_path) == ["www"]
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_archive_bombs_stop_at_the_extraction_limit(http, tmp_path, monkeypatch, kind):
+    monkeypatch.setenv("MICROTVM_REGISTRY_MAX_EXTRACTED_BYTES", str(1 << 20))
+    zeros = b"\0" * (4 << 20)  # compresses to a few KB
+    if kind == "zip":
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("tpl/big.bin", zeros)
+        data, subdir = buf.getvalue(), "tpl"
+    else:
+        data, subdir = make_tar([({"name": "tpl/big.bin", "mode": 0o644}, zeros)]), "tpl"
+    assert len(data) < 64 * 1024
+    src = archive_source(http, f"bomb.{kind}", data, subdir=subdir)
+    with pytest.raises(FetchError, match="expands to more than 1,048,576 bytes"):
+        _bounded(fetch_archive, src, tmp_path / "out", **FAST)
+    assert os.listdir(tmp_path) == ["www"]
+
+
+def test_an_endless_index_body_costs_megabytes_not_gigabytes(http, monkeypatch):
+    from microtvm_registry.registry import extra_indexes
+
+    monkeypatch.setenv("MICROTVM_REGISTRY_MAX_INDEX_BYTES", str(1 << 20))
+    http.add_fault("index.toml", endless=True)
+    with pytest.raises(FetchError, match="more than the limit of 1,048,576 bytes.*MICROTVM_REGISTRY_MAX_INDEX_BYTES"):
+        _bounded(extra_indexes.add_extra_index, "endless", http.url("index.toml"))
+    assert extra_indexes.list_extra_indexes() == []

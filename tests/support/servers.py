@@ -345,6 +345,8 @@ class _Fault:
     delay: float = 0.0
     rate: Optional[float] = None
     times: int = 1
+    headers: Optional[Dict[str, str]] = None  # extra headers (Retry-After, Location, Content-Encoding)
+    endless: bool = False  # a 200 whose body never ends (no Content-Length)
 
 
 def _send_throttled(wfile, data: bytes, rate: Optional[float]) -> None:
@@ -388,11 +390,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 pass
             self.connection.close()
             return
+        if fault is not None and fault.endless:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.end_headers()
+            self.close_connection = True
+            block = b"x" * 65536
+            try:
+                while True:
+                    self.wfile.write(block)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                return
         if fault is not None and fault.status is not None:
             body = f"fault {fault.status}\n".encode()
             self.send_response(fault.status)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Content-Length", str(len(body)))
+            for key, value in (fault.headers or {}).items():
+                self.send_header(key, value)
             self.end_headers()
             if not head:
                 self.wfile.write(body)
@@ -419,6 +434,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if owner.etag:
             self.send_header("ETag", etag)
+        for key, value in ((fault.headers or {}) if fault is not None else {}).items():
+            self.send_header(key, value)
         self.end_headers()
         if head:
             return
@@ -515,11 +532,13 @@ class HttpServer:
         delay: float = 0.0,
         rate: Optional[float] = None,
         times: int = 1,
+        headers: Optional[Dict[str, str]] = None,
+        endless: bool = False,
     ) -> None:
         key = None if path is None else "/" + path.lstrip("/")
         with self._lock:
             self._faults.setdefault(key, []).append(
-                _Fault(status, reset, truncate, delay, rate, times)
+                _Fault(status, reset, truncate, delay, rate, times, headers, endless)
             )
 
     def clear_faults(self) -> None:
