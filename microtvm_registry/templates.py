@@ -93,11 +93,8 @@ def get_template(spec: str, offline: bool = False, *, progress: Optional[bool] =
 
 
 def _cached_expected(resolved: Any) -> Optional[str]:
-    """Pins are verified by the cache for cached sources; in-place folders only when running."""
-    from .registry.models import FolderSource, PackagedSource
-
-    if isinstance(resolved.version.source, (PackagedSource, FolderSource)):
-        return None
+    """The content id a lockfile pins, verified for every kind of source (a packaged or plugin
+    folder that no longer matches its pin is refused as the cache's entries are)."""
     return resolved.content_id
 
 

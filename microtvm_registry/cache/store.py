@@ -85,7 +85,63 @@ class Cache:
         return self.templates_dir / content_id
 
     def has(self, content_id: str) -> bool:
-        return is_object_id(content_id) and self.entry_path(content_id).is_dir()
+        """A complete entry: a real folder (an entry replaced by a symlink is not one)."""
+        if not is_object_id(content_id):
+            return False
+        path = self.entry_path(content_id)
+        return path.is_dir() and not path.is_symlink()
+
+    # ---------------------------------------------------------------------------- re-checks
+    def fingerprint_path(self, content_id: str) -> Path:
+        return self.root / "fingerprints" / content_id
+
+    def check_entry(self, content_id: str) -> Path:
+        """The entry's folder, after checking it is still what was fetched; raises CacheError.
+
+        Run before a template's server starts from the cache (and on every cache hit): an entry
+        replaced by a symlink, made writable, or whose files changed is refused, so a tampered
+        entry never runs under its old trust. Cheap on the common path: a stat walk compared
+        with the fingerprint recorded when the entry was made; only a changed fingerprint costs
+        a full re-hash (and a matching re-hash records the new fingerprint).
+        """
+        path = self.entry_path(content_id)
+        hint = "run `microtvm cache verify --repair`, then fetch it again"
+        if path.is_symlink():
+            raise CacheError(f"cache entry {path} is a symlink, not the folder that was fetched; refused ({hint})")
+        if not path.is_dir():
+            raise CacheError(f"cache entry {path} is missing; fetch it again")
+        fingerprint, writable = _stat_fingerprint(path)
+        if writable is not None:
+            raise CacheError(f"cache entry {path} is writable ({writable}); entries are read-only once complete, so it was refused ({hint})")
+        try:
+            recorded = self.fingerprint_path(content_id).read_text("ascii").strip()
+        except OSError:
+            recorded = None
+        if recorded == fingerprint:
+            return path
+        from ..contentid import tree_id
+
+        try:
+            actual = tree_id(path)
+        except OSError as exc:
+            raise CacheError(f"cache entry {path} cannot be read: {exc.strerror or exc}; {hint}") from None
+        if actual != content_id:
+            raise CacheError(f"cache entry {path} was changed after it was fetched (it hashes to {actual}); refused ({hint})")
+        self._record_fingerprint(content_id, fingerprint)
+        return path
+
+    def _record_fingerprint(self, content_id: str, fingerprint: Optional[str] = None) -> None:
+        """Best effort: a read-only shared cache just re-hashes instead."""
+        try:
+            if fingerprint is None:
+                fingerprint, _ = _stat_fingerprint(self.entry_path(content_id))
+            target = self.fingerprint_path(content_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{content_id}.{os.getpid()}.tmp")
+            tmp.write_text(fingerprint, "ascii")
+            os.replace(tmp, target)
+        except OSError:
+            pass
 
     def _mapped_id(self, key: str) -> Optional[str]:
         try:
@@ -118,6 +174,23 @@ class Cache:
                 return Materialized(self.entry_path(cid), cid)
         return None
 
+    def _checked(self, hit: Optional[Materialized]) -> Optional[Materialized]:
+        """A cache hit that passes :meth:`check_entry`; a damaged one is removed when we may (and
+        then fetched again by the caller), else its error is raised."""
+        if hit is None:
+            return None
+        try:
+            self.check_entry(hit.content_id)
+            return hit
+        except CacheError:
+            try:
+                self._remove_entry(hit.content_id)
+            except OSError:
+                raise
+            if self.entry_path(hit.content_id).exists() or self.entry_path(hit.content_id).is_symlink():
+                raise
+            return None
+
     # ---------------------------------------------------------------------------- fetching
     def materialize(
         self,
@@ -135,7 +208,7 @@ class Cache:
         Raises OfflineError (offline and not cached), VerificationError (fetched content differs
         from what is pinned: nothing is kept), UnsafeSourceError, FetchError.
         """
-        hit = self.lookup(source, expected_content_id)
+        hit = self._checked(self.lookup(source, expected_content_id))
         if hit is not None:
             return hit
         name = label or source.describe()
@@ -147,7 +220,7 @@ class Cache:
             )
         key = source_key(source)
         with self._lock(key):
-            hit = self.lookup(source, expected_content_id)
+            hit = self._checked(self.lookup(source, expected_content_id))
             if hit is not None:
                 return hit
             self._sweep_stale(key)
@@ -230,7 +303,7 @@ class Cache:
         for cid in self._entry_ids():
             path = self.entry_path(cid)
             try:
-                actual: Optional[str] = tree_id(path)
+                actual: Optional[str] = None if path.is_symlink() else tree_id(path)
             except OSError:
                 actual = None
             ok = actual == cid
@@ -324,11 +397,14 @@ class Cache:
         """Make ``folder`` read-only and rename it into place (someone else's identical copy wins)."""
         _make_read_only(folder)
         target = self.entry_path(content_id)
+        if target.is_symlink():  # not an entry (see check_entry): it never blocks a fetch
+            os.unlink(target)
         try:
             os.rename(folder, target)
         except OSError:
             if not target.is_dir():
                 raise
+        self._record_fingerprint(content_id)
         return target
 
     def _write_mapping(self, key: str, content_id: str, source: Source, label: Optional[str] = None) -> None:
@@ -342,10 +418,18 @@ class Cache:
     def _remove_entry(self, content_id: str) -> None:
         """Move the entry out of templates/ atomically, then delete it (never leave half of it)."""
         self._ensure_dirs()
+        path = self.entry_path(content_id)
+        try:
+            self.fingerprint_path(content_id).unlink()
+        except OSError:
+            pass
+        if path.is_symlink():  # never chmod or delete what a link points at
+            os.unlink(path)
+            return
         grave = self.tmp_dir / f"removed-{content_id}-{os.urandom(4).hex()}"
         try:
-            os.chmod(self.entry_path(content_id), 0o755)
-            os.rename(self.entry_path(content_id), grave)
+            os.chmod(path, 0o755)
+            os.rename(path, grave)
         except FileNotFoundError:
             return
         _rmtree(grave)
@@ -358,6 +442,28 @@ def _direct_content_id(source: Source) -> Optional[str]:
     if isinstance(source, ArchiveSource):
         return source.tree
     return None
+
+
+_WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+
+
+def _stat_fingerprint(folder: Path):
+    """(sha256 of every file's and folder's path, mode, size, inode, mtime and ctime; the first
+    writable path or None). ctime cannot be set back by a user, so an edit changes it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    writable = None
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in [None] + sorted(filenames):
+            p = dirpath if name is None else os.path.join(dirpath, name)
+            st = os.lstat(p)
+            if writable is None and not stat.S_ISLNK(st.st_mode) and st.st_mode & _WRITE_BITS:
+                writable = os.path.relpath(p, folder)
+            rel = os.path.relpath(p, folder)
+            h.update(f"{rel}\0{st.st_mode}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest(), writable
 
 
 def _make_read_only(folder: Path) -> None:

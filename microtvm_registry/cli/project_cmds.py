@@ -128,6 +128,8 @@ def resolve_target(arg: str, args: argparse.Namespace) -> Path:
     except (SpecError, TemplateNotFoundError) as err:
         if Path(arg).is_dir():
             raise type(err)(f"{err} (for the folder {arg}, write ./{arg})") from None
+        if isinstance(err, SpecError) and ("/" in arg.split("@")[0].split("/", 1)[-1] or arg.endswith("/")):
+            raise ProjectError(f"{arg}: no such folder, and not a template name; give a template name or an existing folder") from None
         raise
 
 

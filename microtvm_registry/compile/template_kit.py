@@ -69,6 +69,11 @@ def staged_project(project_dir: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{project_dir.name}.", suffix=".tmp", dir=str(project_dir.parent)))
     try:
         yield staging
+        # mkdtemp makes its folder 0700 whatever the umask; a project folder gets what any folder
+        # the user makes would get.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
         os.rename(staging, project_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -410,10 +410,11 @@ def parse_index(
         )
         for n, t in enumerate(chk.get_tables(doc, "template", ""))
     ]
-    names = [t.name for t in templates]
-    for n, name in enumerate(names):
-        if name in names[:n]:
-            raise chk.fail(f"template[{n}].name", f"{name!r} is listed twice")
+    seen = set()
+    for n, template in enumerate(templates):
+        if template.name in seen:
+            raise chk.fail(f"template[{n}].name", f"{template.name!r} is listed twice")
+        seen.add(template.name)
     return Index(name=origin.name, origin=origin, templates=templates)
 
 

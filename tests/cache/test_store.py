@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -292,3 +293,79 @@ def test_sigkill_at_random_moments_then_next_use_is_correct(repo, daemon):
     assert "server.py" in os.listdir(got.path)
     assert os.listdir(cache.tmp_dir) == []  # swept by the next holder of the lock
     assert [r.ok for r in cache.verify()] == [True]
+
+
+# ---- entries are re-checked before they are used -------------------------------------------
+
+
+def _tamper(path: Path, name: str = "microtvm_api_server.py") -> None:
+    os.chmod(path, 0o755)
+    target = path / name
+    os.chmod(target, 0o644)
+    target.write_text("print('someone else')\n")
+    os.chmod(target, 0o444)
+    os.chmod(path, 0o555)
+
+
+def test_a_tampered_entry_is_never_used(repo, daemon):
+    """Changed after it was fetched (and made read-only again): the stat fingerprint differs, the
+    re-hash differs, and the entry is removed and fetched again; offline it is an error."""
+    cache = Cache()
+    got = cache.materialize(tpl(repo, daemon.url("r")))
+    _tamper(got.path)
+    with pytest.raises(Exception, match="was changed after it was fetched"):
+        cache.check_entry(got.content_id)
+    again = cache.materialize(tpl(repo, daemon.url("r")))
+    assert again.fetched and (again.path / "microtvm_api_server.py").read_text() == "print('hi')\n"
+    _tamper(again.path)
+    with pytest.raises(OfflineError):
+        cache.materialize(tpl(repo, daemon.url("r")), offline=True)
+
+
+def test_an_entry_replaced_by_a_symlink_or_made_writable_is_refused(repo, daemon, tmp_path):
+    import shutil
+
+    cache = Cache()
+    got = cache.materialize(tpl(repo, daemon.url("r")))
+    copy = tmp_path / "writable-copy"
+    shutil.copytree(got.path, copy)
+    for p in [copy, *copy.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    cache._remove_entry(got.content_id)
+    os.symlink(copy, got.path)
+    with pytest.raises(Exception, match="is a symlink"):
+        cache.check_entry(got.content_id)
+    again = cache.materialize(tpl(repo, daemon.url("r")))
+    assert not again.path.is_symlink() and again.fetched
+    assert copy.is_dir() and stat.S_IMODE(copy.stat().st_mode) == 0o755  # the link's target is left alone
+    os.chmod(again.path / "microtvm_api_server.py", 0o644)
+    with pytest.raises(Exception, match="is writable"):
+        cache.check_entry(again.content_id)
+
+
+def test_repair_never_follows_links_and_a_dangling_entry_never_blocks_a_fetch(repo, daemon, tmp_path):
+    cache = Cache()
+    got = cache.materialize(tpl(repo, daemon.url("r")))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.chmod(outside, 0o700)
+    cache._remove_entry(got.content_id)
+    os.symlink(outside, got.path)
+    results = cache.verify(repair=True)
+    assert [(r.ok, r.removed) for r in results] == [(False, True)]
+    assert not os.path.lexists(got.path) and stat.S_IMODE(outside.stat().st_mode) == 0o700
+    os.symlink(tmp_path / "nothing-here", got.path)  # dangling
+    assert cache.verify(repair=True)[0].removed and not os.path.lexists(got.path)
+    os.symlink(tmp_path / "nothing-here", got.path)
+    again = cache.materialize(tpl(repo, daemon.url("r")))  # not blocked by the dangling link
+    assert again.fetched and again.path.is_dir() and not again.path.is_symlink()
+
+
+def test_deleted_files_in_an_entry_are_noticed(repo, daemon):
+    cache = Cache()
+    got = cache.materialize(tpl(repo, daemon.url("r")))
+    os.chmod(got.path, 0o755)
+    os.unlink(got.path / "run.sh")
+    os.chmod(got.path, 0o555)
+    again = cache.materialize(tpl(repo, daemon.url("r")))
+    assert again.fetched and (again.path / "run.sh").is_file()

@@ -109,3 +109,12 @@ def test_failed_build_shows_the_compilers_last_lines(built_project, tmp_path):
     tail = [l for l in lines[1:] if l.startswith("  | ")]
     assert tail and any("clang-nope" in l for l in tail), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.needs_tvm
+def test_generated_project_folder_follows_the_umask(built_project):
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(built_project).st_mode) == 0o777 & ~umask  # mkdtemp's 0700 is not kept

@@ -351,3 +351,11 @@ def test_concurrent_locks_lose_no_pin(acme, tmp_path):
             _out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
         assert sorted(Lockfile.load(path).entries) == sorted(names + ["acme/blinky"])
+
+
+def test_path_honours_a_pin_of_a_packaged_template(acme):
+    lock = lock_specs(["host"]).lock
+    assert run_cli("path", "host").returncode == 0
+    lock.path.write_text(lock.path.read_text().replace(lock.entries["host"].content_id, "1" * 40))
+    proc = run_cli("path", "host")
+    assert proc.returncode == 1 and "does not match the pinned 1111111111" in proc.stderr
