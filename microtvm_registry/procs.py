@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, List, Optional
 
 
 @dataclass(frozen=True)
@@ -42,3 +42,26 @@ def is_running(pid: int) -> bool:
         return False
     stat = proc_stat(pid)
     return stat is None or stat.state not in ("Z", "X")
+
+
+def descendant_pids(pid: int) -> List[int]:
+    """Every process below ``pid``, children first, found by reading /proc (Linux); elsewhere
+    none are found."""
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    parents: Dict[int, int] = {}
+    for entry in entries:
+        if entry.isdigit():
+            stat = proc_stat(int(entry))
+            if stat is not None:
+                parents[int(entry)] = stat.ppid
+    found: List[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        found.extend(kids)
+        frontier.extend(kids)
+    return found

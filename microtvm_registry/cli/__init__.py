@@ -134,6 +134,29 @@ def _parse_path_fast(argv: List[str]) -> Optional[argparse.Namespace]:
     )
 
 
+def _exit_now(status: int) -> None:
+    """After Ctrl-C, end at once. Every ``with`` block has already cleaned up on the way here
+    (servers, QEMU, staging folders); what is left are threads we do not own, such as GitPython's
+    watchdog timer, which would keep the interpreter alive for the whole git timeout, and a git
+    still running if the signal reached only us. End those children, flush, and leave."""
+    import os
+    import signal
+
+    from ..procs import descendant_pids
+
+    for pid in descendant_pids(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 def _apply_global_flags(args: argparse.Namespace) -> None:
     """-q and --git-mirror reach the library (and the processes it starts) through the
     environment, the same way their environment variables do."""
@@ -172,6 +195,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
+        _exit_now(130)
         return 130
     except BrokenPipeError:
         # ``microtvm list --json | head``: the reader left; that is not an error worth a line.

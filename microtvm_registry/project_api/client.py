@@ -187,28 +187,9 @@ class _Channel:
 
 
 def _descendant_pids(pid: int) -> List[int]:
-    """Every process below ``pid``, children first found by reading /proc (Linux); elsewhere
-    none are found, and only the server itself is stopped."""
-    from ..procs import proc_stat
+    from ..procs import descendant_pids
 
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    parents: Dict[int, int] = {}
-    for entry in entries:
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None:
-                parents[int(entry)] = stat.ppid
-    found: List[int] = []
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        kids = [p for p, pp in parents.items() if pp == parent]
-        found.extend(kids)
-        frontier.extend(kids)
-    return found
+    return descendant_pids(pid)
 
 
 def _stop_pids(pids: List[int]) -> None:

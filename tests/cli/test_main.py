@@ -112,3 +112,64 @@ def test_building_the_package_prints_no_license_deprecation(tmp_path):
     assert "Building wheel for microtvm-registry" in text  # the backend's output is there to read
     assert "project.license" not in text and "SPDX" not in text
     assert "BuildBackendWarning" not in text and "absent from" not in text  # every shipped folder is declared
+
+
+def test_ctrl_c_during_a_git_fetch_ends_everything_at_once(tmp_path):
+    """A git server that accepts and never answers: one Ctrl-C (SIGINT to the process group, as a
+    terminal sends it) ends the command with 130 and one line, and leaves no process behind
+    (GitPython's watchdog timer used to keep it alive for the whole git timeout)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from registry_support import cli_command, template_table, write_index
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    accepted = []
+    threading.Thread(target=lambda: [accepted.append(hole.accept()) for _ in range(8)], daemon=True).start()
+    version = {"version": "1.0", "git": f"git://127.0.0.1:{hole.getsockname()[1]}/r", "commit": "a" * 40, "subdir": "x", "tree": "b" * 40}
+    index = write_index(tmp_path / "hole.toml", [template_table("hole/t", [version])])
+    assert subprocess.run(cli_command("index", "add", "hole", str(index)), capture_output=True).returncode == 0
+    proc = subprocess.Popen(cli_command("fetch", "hole/t"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "MICROTVM_REGISTRY_GIT_TIMEOUT": "600"})
+    try:
+        while not accepted and proc.poll() is None:  # git has connected and is waiting
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)  # only stops a hang; the fix ends it in milliseconds
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        hole.close()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "microtvm: interrupted"
+    assert "Traceback" not in err
+    assert _live_members_of_group(proc.pid) == [], "a process of the command outlived it"
+
+
+def _live_members_of_group(pgid):
+    """Processes (not zombies) whose process group is ``pgid``, after letting SIGTERM land."""
+    import os
+    import time
+
+    for _ in range(50):
+        live = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                raw = open(f"/proc/{entry}/stat", "rb").read()
+            except OSError:
+                continue
+            fields = raw[raw.rfind(b")") + 2:].split()
+            if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+                live.append(int(entry))
+        if not live:
+            return []
+        time.sleep(0.05)
+    return live
