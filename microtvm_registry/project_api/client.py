@@ -63,6 +63,15 @@ SERVER_LAUNCHER = "launch_microtvm_api_server.sh"
 
 _READ_CHUNK = 65536
 _NEWLINES = b"\r\n"
+#: The longest reply line accepted: far beyond any legal reply but read_transport's, whose cap is
+#: set per call from the bytes asked for (base85 is 5/4 of them).
+MAX_REPLY_LINE = 16 * 1024 * 1024
+#: How often a wait for a reply also checks whether the server process is still there (a
+#: grandchild holding the reply pipe open would otherwise hide its exit until the timeout).
+_EXIT_CHECK_SEC = 0.2
+#: The environment variable that marks every process a server starts, so that all of them can
+#: be ended when the connection closes, even those the server orphaned.
+SERVER_TOKEN_ENV = "MICROTVM_REGISTRY_SERVER_TOKEN"
 
 
 class ProjectAPIErrorBase(MicrotvmError):
@@ -125,10 +134,13 @@ class _Channel:
     client alive. ``close`` is idempotent and never raises.
     """
 
-    def __init__(self, read_obj: Any, write_obj: Any, process: Optional[subprocess.Popen]) -> None:
+    def __init__(self, read_obj: Any, write_obj: Any, process: Optional[subprocess.Popen],
+                 token: Optional[str] = None, relays: Sequence[threading.Thread] = ()) -> None:
         self.read_obj = read_obj
         self.write_obj = write_obj
         self.process = process
+        self.token = token
+        self.relays = list(relays)
         self.closed = False
 
     @staticmethod
@@ -140,6 +152,14 @@ class _Channel:
                 obj.close()
         except OSError:
             pass
+
+    def _end_marked(self) -> None:
+        """End every process still carrying this server's token (what it started and left
+        behind, orphaned or not), then let the output relays finish."""
+        if self.token:
+            _stop_pids(_pids_with_token(self.token))
+        for relay in self.relays:
+            relay.join(1.0)
 
     def close_pipes(self) -> None:
         # Request pipe first: EOF is what tells a TVM server to exit.
@@ -182,7 +202,9 @@ class _Channel:
             except OSError:
                 pass
             proc.wait()
+            self._end_marked()
             raise
+        self._end_marked()
         return proc.returncode
 
 
@@ -232,8 +254,10 @@ class ProjectAPIClient:
         timeout: Optional[float] = DEFAULT_TIMEOUT_SEC,
         tvm_version: str = tvm_compat.TVM_VERSION,
         name: str = "Project API server",
+        token: Optional[str] = None,
+        relays: Sequence[threading.Thread] = (),
     ) -> None:
-        self._channel = _Channel(read_file, write_file, process)
+        self._channel = _Channel(read_file, write_file, process, token, relays)
         self._finalizer = weakref.finalize(self, self._channel.close, SHUTDOWN_GRACE_SEC)
         try:
             self.timeout = _check_timeout(timeout)
@@ -329,7 +353,8 @@ class ProjectAPIClient:
     def read_transport(self, n: int, timeout_sec: Optional[float]) -> Dict[str, bytes]:
         """``{"data": bytes}``: 1..n bytes, or server.IoTimeoutError / TransportClosedError."""
         reply = self._request_reply(
-            "read_transport", {"n": n, "timeout_sec": timeout_sec}, wait=self._wait_for(timeout_sec)
+            "read_transport", {"n": n, "timeout_sec": timeout_sec}, wait=self._wait_for(timeout_sec),
+            cap=MAX_REPLY_LINE + (int(n) * 5 // 4 if isinstance(n, int) and n > 0 else 0),
         )
         if not isinstance(reply, dict) or not isinstance(reply.get("data"), str):
             self._stop_now()
@@ -355,7 +380,7 @@ class ProjectAPIClient:
             return None
         return self.timeout + (float(timeout_sec) if timeout_sec else 0.0)
 
-    def _request_reply(self, method: str, params: Dict[str, Any], wait: Any = _UNSET) -> Any:
+    def _request_reply(self, method: str, params: Dict[str, Any], wait: Any = _UNSET, cap: Optional[int] = None) -> Any:
         with self._lock:
             if self._channel.closed:
                 raise ConnectionShutdownError(
@@ -370,7 +395,7 @@ class ProjectAPIClient:
             deadline = None if wait is None else time.monotonic() + wait
             try:
                 self._send(line, deadline, method, wait)
-                raw = self._receive_line(deadline, method, wait)
+                raw = self._receive_line(deadline, method, wait, MAX_REPLY_LINE if cap is None else cap)
             except ProjectAPIErrorBase:
                 raise
             except BaseException:
@@ -396,10 +421,14 @@ class ProjectAPIClient:
                 if _expired(deadline):
                     self._raise_timeout(method, wait)
 
-    def _receive_line(self, deadline: Optional[float], method: str, wait: Optional[float]) -> bytes:
+    def _receive_line(self, deadline: Optional[float], method: str, wait: Optional[float], cap: int) -> bytes:
+        """One reply line, within a hard deadline (checked on every pass, so a server that keeps
+        sending cannot stretch it) and ``cap`` bytes; a server process that exits is noticed
+        within _EXIT_CHECK_SEC even when something else still holds the reply pipe open."""
         buf = self._buffer
         poller = select.poll()
         poller.register(self._read_fd, select.POLLIN)
+        scanned = 0  # bytes of buf already searched for a line end
         while True:
             # TVM reads with universal newlines; accept \n, \r\n or \r, and skip blank lines.
             start = 0
@@ -407,15 +436,26 @@ class ProjectAPIClient:
                 start += 1
             if start:
                 del buf[:start]
-            ends = [i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0]
+                scanned = 0
+            ends = [i for i in (buf.find(b"\n", scanned), buf.find(b"\r", scanned)) if i >= 0]
             if ends:
                 end = min(ends)
                 line = bytes(buf[:end])
                 del buf[: end + 1]
                 return line
-            if not poller.poll(_poll_ms(deadline)):
-                if _expired(deadline):
-                    self._raise_timeout(method, wait)
+            scanned = len(buf)
+            if len(buf) > cap:
+                head = bytes(buf[:40])
+                del buf[:]
+                self._malformed(method, f"a reply line longer than {cap:,} bytes", head)
+            if _expired(deadline):
+                self._raise_timeout(method, wait)
+            wait_ms = _poll_ms(deadline)
+            slice_ms = int(_EXIT_CHECK_SEC * 1000)
+            if not poller.poll(slice_ms if wait_ms is None else min(wait_ms, slice_ms)):
+                proc = self._channel.process
+                if proc is not None and proc.poll() is not None and not poller.poll(0):
+                    self._raise_exited(method, proc.returncode)
                 continue
             try:
                 chunk = os.read(self._read_fd, _READ_CHUNK)
@@ -476,6 +516,15 @@ class ProjectAPIClient:
         raise ServerTimeoutError(
             f"{self.name} did not answer {method} within {wait:g} s and was stopped; "
             "allow more time with a larger timeout (--timeout) if the step is just slow"
+        )
+
+    def _raise_exited(self, method: str, code: Optional[int]) -> None:
+        """The server process is gone though its reply pipe is still open (a process it started
+        holds it): say how it exited, and end what it left."""
+        self._stop_now()
+        raise ServerDiedError(
+            f"{self.name} exited while handling {method}: it {describe_exit(code)} "
+            "(its own output above may say why)"
         )
 
     def _raise_gone(self, method: str) -> None:
@@ -572,8 +621,15 @@ def instantiate_from_dir(
     argv += ["--read-fd", str(to_server_r), "--write-fd", str(from_server_w)]
     if debug:
         argv.append("--debug")
+    import uuid
+
+    token = uuid.uuid4().hex
+    child_env = dict(child_env, **{SERVER_TOKEN_ENV: token})
     try:
-        process = subprocess.Popen(argv, bufsize=0, pass_fds=tuple(theirs), cwd=str(folder), env=child_env)
+        # The server's (and its launcher's) stdout and stderr come to our stderr, each line
+        # marked, never to our stdout: that carries only the caller's own output (--json).
+        process = subprocess.Popen(argv, bufsize=0, pass_fds=tuple(theirs), cwd=str(folder), env=child_env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except BaseException as err:
         for fd in ours:
             os.close(fd)
@@ -586,6 +642,7 @@ def instantiate_from_dir(
     finally:
         for fd in theirs:
             os.close(fd)
+    relays = [_relay(process.stdout, folder), _relay(process.stderr, folder)]
     # From here the client owns the pipes and the process, and releases them if it fails.
     return ProjectAPIClient(
         from_server_r,
@@ -594,7 +651,54 @@ def instantiate_from_dir(
         timeout=timeout,
         tvm_version=tvm_version,
         name=f"the Project API server in {folder}",
+        token=token,
+        relays=relays,
     )
+
+
+def _relay(stream: Any, folder: Path) -> threading.Thread:
+    """Copy a server's output to our stderr, a line at a time, each marked as the server's."""
+    prefix = f"[{folder.name} server] ".encode("utf-8", "replace")
+
+    def copy() -> None:
+        out = getattr(sys.stderr, "buffer", None)
+        try:
+            for line in iter(stream.readline, b""):
+                try:
+                    if out is not None:
+                        out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+                        out.flush()
+                    else:
+                        sys.stderr.write((prefix + line).decode("utf-8", "replace").rstrip("\n") + "\n")
+                except (OSError, ValueError):
+                    pass
+        finally:
+            stream.close()
+
+    thread = threading.Thread(target=copy, name=f"server-output-{folder.name}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _pids_with_token(token: str) -> List[int]:
+    """Processes whose environment carries ``token`` (Linux /proc; elsewhere none are found)."""
+    needle = f"{SERVER_TOKEN_ENV}={token}".encode()
+    found = []
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
 
 
 def describe_wire_error(err: BaseException) -> str:

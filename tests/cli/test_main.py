@@ -132,7 +132,15 @@ def test_ctrl_c_during_a_git_fetch_ends_everything_at_once(tmp_path):
     hole.bind(("127.0.0.1", 0))
     hole.listen(8)
     accepted = []
-    threading.Thread(target=lambda: [accepted.append(hole.accept()) for _ in range(8)], daemon=True).start()
+
+    def take() -> None:
+        try:
+            while True:
+                accepted.append(hole.accept())
+        except OSError:  # closed at the end of the test
+            pass
+
+    threading.Thread(target=take, daemon=True).start()
     version = {"version": "1.0", "git": f"git://127.0.0.1:{hole.getsockname()[1]}/r", "commit": "a" * 40, "subdir": "x", "tree": "b" * 40}
     index = write_index(tmp_path / "hole.toml", [template_table("hole/t", [version])])
     assert subprocess.run(cli_command("index", "add", "hole", str(index)), capture_output=True).returncode == 0

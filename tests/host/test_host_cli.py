@@ -118,3 +118,28 @@ def test_generated_project_folder_follows_the_umask(built_project):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(built_project).st_mode) == 0o777 & ~umask  # mkdtemp's 0700 is not kept
+
+
+@pytest.mark.needs_tvm
+def test_run_json_stays_pure_when_the_server_and_its_launcher_print(built_project, tmp_path):
+    """A project whose launcher and server both print to stdout: `run --json` still prints one
+    JSON document on stdout, and their words reach stderr, marked as the server's."""
+    import json
+    import shutil
+
+    np = pytest.importorskip("numpy")
+    noisy = tmp_path / "noisy"
+    shutil.copytree(built_project, noisy, symlinks=True)
+    server = noisy / "microtvm_api_server.py"
+    server.write_text(server.read_text() + '\nprint("server chatter on stdout", flush=True)\n')  # printed as it exits
+    launcher = noisy / "launch_microtvm_api_server.sh"
+    launcher.write_text(f'#!/bin/sh\necho "launcher chatter on stdout"\nexec {sys.executable} "$@"\n')
+    launcher.chmod(0o755)
+    np.save(tmp_path / "x.npy", np.ones((4, 16), np.float32))
+    np.save(tmp_path / "w.npy", np.ones((8, 16), np.float32))
+    result = microtvm("run", str(noisy), "-f", "dense", "-i", f"x={tmp_path / 'x.npy'}", "-i", f"w={tmp_path / 'w.npy'}",
+                      "--output-dir", str(tmp_path / "out"), "--json")
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)
+    assert "[noisy server] launcher chatter on stdout" in result.stderr
+    assert "[noisy server] server chatter on stdout" in result.stderr
