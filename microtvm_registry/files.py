@@ -39,13 +39,16 @@ def load_toml_bytes(data: bytes, *, memo: bool = False) -> Dict[str, Any]:
                 stored = json.load(fh)
             if stored.get("toml") == text and isinstance(stored.get("doc"), dict):
                 return stored["doc"]
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             pass
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on 3.9/3.10
         import tomli as tomllib
-    doc = tomllib.loads(text)
+    try:
+        doc = tomllib.loads(text)
+    except RecursionError:
+        raise tomllib.TOMLDecodeError("nested too deeply (a real file is a few levels deep)") from None
     if memo is not None:
         try:
             payload = json.dumps({"toml": text, "doc": doc})  # TypeError for TOML dates: skip
@@ -155,17 +158,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     so a lockfile kept elsewhere and linked into a project stays a link.
     """
     path = Path(os.path.realpath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        from .errors import MicrotvmError
+
+        raise MicrotvmError(f"cannot write {path}: {err.strerror or err}; check that its folder exists and is writable") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            if tmp.exists():
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def warn(message: str) -> None:

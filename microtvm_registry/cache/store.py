@@ -147,7 +147,7 @@ class Cache:
         try:
             with open(self.sources_dir / key, "r", encoding="utf-8") as f:
                 data = json.load(f)
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         cid = data.get("content_id") if isinstance(data, dict) else None
         return cid if is_object_id(cid) else None
@@ -281,7 +281,7 @@ class Cache:
             for item in sorted(self.sources_dir.iterdir()):
                 try:
                     data = json.loads(item.read_text("utf-8"))
-                except (OSError, ValueError):
+                except (OSError, ValueError, RecursionError):
                     continue
                 if isinstance(data, dict) and isinstance(data.get("content_id"), str):
                     by_id.setdefault(data["content_id"], []).append(data.get("source"))

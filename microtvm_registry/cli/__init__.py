@@ -205,7 +205,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into a line
-        if not isinstance(err, (MicrotvmError,) + _wire_error_types()):
+        if isinstance(err, RecursionError) and not args.verbose:
+            message = "an input (an index, a lockfile, a JSON or TOML file) is nested too deeply to read; check the file named above, or run with -v"
+        elif not isinstance(err, (MicrotvmError,) + _wire_error_types()):
             if args.verbose:
                 raise
             message = f"unexpected {type(err).__name__}: {err} (run with -v for a traceback)"

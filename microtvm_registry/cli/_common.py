@@ -56,6 +56,24 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def usable_folder(path: Any, flag: str) -> Any:
+    """The folder ``flag`` names, created if missing; a file, or a folder that cannot be made or
+    written, is one line naming the flag (checked before any work is done)."""
+    import os
+    from pathlib import Path
+
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise OptionError(f"{flag} {folder} is a file, not a folder; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OptionError(f"{flag} {folder}: cannot create it ({err.strerror or err}); give a folder you can write") from None
+    if not os.access(folder, os.W_OK):
+        raise OptionError(f"{flag} {folder} is not writable; give a folder you can write")
+    return folder
+
+
 def human_size(size: int) -> str:
     """Bytes as people read them: 812 B, 4.2 KiB, 31.0 MiB."""
     value = float(size)

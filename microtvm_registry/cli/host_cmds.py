@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..errors import MicrotvmError, OptionError
-from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, usable_folder
 
 TVM_MISSING = "apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
 
@@ -109,6 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     project_dir = Path(args.project_dir)
     if not project_dir.is_dir():
         raise MicrotvmError(f"project folder {project_dir} does not exist; create it with microtvm create-project")
+    usable_folder(args.output_dir, "--output-dir")  # before the device does any work
     input_files = _parse_inputs(args.inputs)
     arrays = {}
     for name, file in input_files.items():
@@ -360,8 +361,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if board:
         _check_board_tools(board)
     if args.workdir:
-        workdir = Path(args.workdir).absolute()
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = usable_folder(args.workdir, "--workdir").absolute()
         temporary = False
     else:
         import tempfile

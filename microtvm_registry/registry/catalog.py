@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .extra_indexes import load_extra_indexes
 from .index_format import _log
-from .models import Index, Template, TemplateVersion
+from .models import Index, Template, TemplateVersion, parse_version
 from .packaged_indexes import packaged_indexes
 
 
@@ -63,19 +63,17 @@ class Catalog:
 
 def _merge_versions(group: Sequence[Template]) -> List[TemplateVersion]:
     """Versions of one name from several sources; the first source wins a version they share."""
-    from packaging.version import Version
-
     merged: List[TemplateVersion] = []
     known = set()
     for template in group:
         for v in template.versions:
-            key = Version(v.version)
+            key = parse_version(v.version)
             if key in known:
                 _log().info("%s %s from %s is shadowed by an earlier source", v.name, v.version, v.origin.describe())
                 continue
             known.add(key)
             merged.append(v)
-    merged.sort(key=lambda v: Version(v.version), reverse=True)
+    merged.sort(key=lambda v: parse_version(v.version), reverse=True)
     return merged
 
 

@@ -98,7 +98,7 @@ def _normalise_location(location: str) -> str:
 def add_extra_index(name: str, location: str, *, offline: bool = False) -> Index:
     """Record an extra index after checking that it can be read and parsed."""
     if not INDEX_NAME_RE.match(name):
-        raise MicrotvmError(f"index name {name!r}: use letters, digits, '.', '_' or '-'")
+        raise MicrotvmError(f"index name {name[:40]!r}: use up to 64 letters, digits, '.', '_' or '-'")
     packaged = {i.name for i in packaged_indexes()}
     if name in packaged:
         raise MicrotvmError(f"index name {name!r} is taken by a packaged index; choose another name")
@@ -138,7 +138,7 @@ def _read_meta(name: str) -> Dict[str, Any]:
     meta = _copy_paths(name)[1]
     try:
         return json.loads(meta.read_text("utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
 
 
@@ -251,7 +251,8 @@ def load_extra_indexes(*, offline: bool = False, refresh: bool = False) -> List[
         if fresh_needed and not (offline and entry.remote):
             try:
                 index = _refresh_one(entry)
-            except MicrotvmError as err:
+            except (MicrotvmError, ValueError, RecursionError) as err:  # one broken index is one warning
+                err = err if isinstance(err, MicrotvmError) else MicrotvmError(f"index {entry.name!r} ({entry.location}): {first_line(err)}")
                 fallback = _load_copy_safe(entry)
                 tail = f"; using {_copy_age(entry)}" if fallback else "; skipped"
                 warn(f"{first_line(err)}{tail}")
@@ -282,5 +283,5 @@ def update_extra_indexes() -> List[Tuple[str, bool, str]]:
 def _load_copy_safe(entry: ExtraIndex) -> Optional[Index]:
     try:
         return _load_copy(entry)
-    except MicrotvmError:
+    except (MicrotvmError, ValueError, RecursionError):
         return None

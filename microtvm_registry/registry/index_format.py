@@ -44,7 +44,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import IndexFormatError, MicrotvmError
 from ..files import load_toml_bytes, toml_decode_error
-from .models import FolderSource, Index, Origin, PackagedSource, Requirements, Template, TemplateVersion
+from .models import FolderSource, Index, Origin, PackagedSource, Requirements, Template, TemplateVersion, parse_version
 
 
 def _log():
@@ -64,7 +64,7 @@ NAME_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
 
-INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # it names files in the cache
 
 
 # Keys this version understands; anything else is logged and ignored.
@@ -288,7 +288,7 @@ def _parse_version(
     allow_packaged: bool,
     allow_folder: bool,
 ) -> TemplateVersion:
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import InvalidVersion
 
     chk.unknown(table, _VERSION_KEYS, path)
     source = parse_source(chk, table, path, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder)
@@ -298,9 +298,9 @@ def _parse_version(
 
         version = __version__
     try:
-        Version(version)
+        parse_version(version)
     except InvalidVersion:
-        raise chk.fail(f"{path}.version", f"{version!r} is not a PEP 440 version like '1.2.0'") from None
+        raise chk.fail(f"{path}.version", f"{version[:40]!r} is not a PEP 440 version like '1.2.0'") from None
     requires = Requirements()
     if "requires" in table:
         requires = _parse_requires(chk, table["requires"], f"{path}.requires")
@@ -347,8 +347,6 @@ def parse_template_table(
         raise chk.fail(f"{path}.version", "missing: give at least one [[template.version]]")
 
     def load() -> List[TemplateVersion]:
-        from packaging.version import Version
-
         versions = [
             _parse_version(
                 chk, v, f"{path}.version[{n}]", name=name, description=description, platform=platform,
@@ -358,11 +356,11 @@ def parse_template_table(
         ]
         seen: Dict[Any, str] = {}
         for n, v in enumerate(versions):
-            key = Version(v.version)
+            key = parse_version(v.version)
             if key in seen:
                 raise chk.fail(f"{path}.version[{n}].version", f"{v.version} is listed twice")
             seen[key] = v.version
-        versions.sort(key=lambda v: Version(v.version), reverse=True)
+        versions.sort(key=lambda v: parse_version(v.version), reverse=True)
         return versions
 
     template = Template(name=name, description=description, platform=platform, loader=load)

@@ -143,7 +143,9 @@ class Lockfile:
             raise chk.fail("schema", "missing (required): add `schema = 1` at the top")
         if not isinstance(schema, int) or isinstance(schema, bool) or schema != SCHEMA:
             raise chk.fail("schema", f"expected {SCHEMA}, got {schema!r}")
-        from packaging.version import InvalidVersion, Version
+        from packaging.version import InvalidVersion
+
+        from .models import parse_version
 
         lock = cls(path)
         for n, table in enumerate(chk.get_tables(doc, "template", "")):
@@ -156,9 +158,9 @@ class Lockfile:
                 raise chk.fail(f"{key}.name", f"{name!r} is pinned twice")
             version = chk.get_str(table, "version", key, required=True)
             try:
-                Version(version)
+                parse_version(version)
             except InvalidVersion:
-                raise chk.fail(f"{key}.version", f"{version!r} is not a PEP 440 version") from None
+                raise chk.fail(f"{key}.version", f"{version[:40]!r} is not a PEP 440 version") from None
             content_id = chk.get_str(table, "content_id", key)
             if content_id is not None and not HEX40.match(content_id):
                 raise chk.fail(f"{key}.content_id", "expected 40 hex digits")

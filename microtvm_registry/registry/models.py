@@ -82,9 +82,7 @@ class TemplateVersion:
 
     @property
     def parsed_version(self):
-        from packaging.version import Version
-
-        return Version(self.version)
+        return parse_version(self.version)
 
     @property
     def label(self) -> str:
@@ -207,3 +205,23 @@ def same_source(a: Any, b: Any) -> bool:
     ta.pop("ref", None)
     tb.pop("ref", None)
     return ta == tb
+
+
+#: Longer version strings are refused: real ones are a few characters, and packaging turns a
+#: 5000-digit number into a ValueError from int() rather than InvalidVersion.
+MAX_VERSION_LENGTH = 64
+
+
+def parse_version(text: str):
+    """``packaging.version.Version(text)``, raising InvalidVersion (never ValueError or
+    OverflowError) for anything that is not a reasonable PEP 440 version."""
+    from packaging.version import InvalidVersion, Version
+
+    if not isinstance(text, str) or len(text) > MAX_VERSION_LENGTH:
+        raise InvalidVersion(f"{str(text)[:20]!r}... is longer than {MAX_VERSION_LENGTH} characters")
+    try:
+        return Version(text)
+    except (ValueError, OverflowError) as err:
+        if isinstance(err, InvalidVersion):
+            raise
+        raise InvalidVersion(str(err)) from None

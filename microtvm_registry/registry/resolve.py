@@ -34,10 +34,12 @@ class ExactVersion:
         self.version = version  # a packaging.version.Version
 
     def contains(self, item: str, prereleases: bool = True) -> bool:
-        from packaging.version import InvalidVersion, Version
+        from packaging.version import InvalidVersion
+
+        from .models import parse_version
 
         try:
-            return Version(str(item)) == self.version
+            return parse_version(str(item)) == self.version
         except InvalidVersion:
             return False
 
@@ -73,9 +75,9 @@ class Spec:
 
     @classmethod
     def exact(cls, name: str, version: str) -> "Spec":
-        from packaging.version import Version
+        from .models import parse_version
 
-        return cls(f"{name}@{version}", name, ExactVersion(Version(version)))
+        return cls(f"{name}@{version}", name, ExactVersion(parse_version(version)))
 
     def __str__(self) -> str:
         return self.text
@@ -94,13 +96,17 @@ def parse_spec(text: str) -> Spec:
     name, version = m.group("name"), m.group("version")
     if version is None:
         return Spec(text, name)
-    from packaging.version import InvalidVersion, Version
+    from packaging.version import InvalidVersion
+
+    from .models import parse_version
 
     version = version.strip()
     if not version:
         raise SpecError(f"template spec {text!r} has nothing after '@': give a version like {name}@0.18.0")
+    if len(version) > 200:
+        raise SpecError(f"template spec {text[:60]!r}...: the version part is {len(version)} characters; give a version like {name}@0.18.0")
     try:
-        return Spec(text, name, ExactVersion(Version(version)))
+        return Spec(text, name, ExactVersion(parse_version(version)))
     except InvalidVersion:
         pass
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -221,18 +227,17 @@ def _resolve_pin(spec: Spec, entry: Any, lock_path: Path, catalog: Optional[Cata
         )
     source = entry.source
     if isinstance(source, PluginPin):
-        from packaging.version import Version
-
+        from .models import parse_version
         from .plugins import plugin_indexes
 
-        pinned = Version(entry.version)  # PEP 440 equality: "1.0" pins "1.0.0"
+        pinned = parse_version(entry.version)  # PEP 440 equality: "1.0" pins "1.0.0"
         for index in plugin_indexes():
             if index.origin.name != source.dist:
                 continue
             for template in index.templates:
                 if template.name == entry.name:
                     for v in template.versions:
-                        if Version(v.version) == pinned:
+                        if parse_version(v.version) == pinned:
                             return Resolved(v, entry)
         raise LockfileError(
             f"{lock_path} pins {entry.name} {entry.version} from plugin {source.dist!r}, which is not installed at "
