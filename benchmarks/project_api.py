@@ -16,6 +16,11 @@ baseline measured in the same run, with the ratio and the target.
    Target (self-set): >= 5 MiB/s, far above any serial link a device transport uses.
 4. base85 of 1 MiB: server.b85encode / b85decode against base64's, same bytes out. Target >= 3x.
 Plus the import time of server.py from ``python -X importtime`` (package import and a copy).
+6. A TVM-style template (``from tvm.micro.project_api import server``, as TVM's CRT template) with
+   apache-tvm installed: start -> first reply through our client with its tvm shim, against the
+   same server with a ``tvm/micro/project_api`` tree put on PYTHONPATH by hand (no shim). The shim
+   must not import the installed tvm (seconds, for its native library) to learn it has no
+   microTVM. Target: <= 1.5x. ``python -c "import tvm"`` is printed for scale.
 """
 from __future__ import annotations
 
@@ -300,6 +305,47 @@ def bench_import(copy_dir: Path, env: dict) -> None:
           f"{cp[1] / 1000:.2f} ms   target well under 100 ms")
 
 
+def time_client_start(folder: Path, env: dict, shim: bool) -> float:
+    from microtvm_registry.project_api.client import instantiate_from_dir
+
+    start = time.perf_counter()
+    with instantiate_from_dir(folder, env=env, tvm_shim=shim, timeout=120) as client:
+        client.server_info_query()
+        elapsed = time.perf_counter() - start
+    return elapsed
+
+
+def bench_tvm_style(tmp: Path, env: dict, runs: int = 11) -> None:
+    print(f"6. TVM-style template start -> first reply through the client (median of {runs}, interleaved)")
+    have_tvm = subprocess.run([sys.executable, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('tvm') is None)"],
+                              env=env).returncode == 0
+    folder = tmp / "tvm-style"
+    folder.mkdir()
+    (folder / "microtvm_api_server.py").write_text(HANDLER.format(import_line="from tvm.micro.project_api import server"))
+    by_hand = tmp / "by-hand"
+    pkg = by_hand / "tvm" / "micro" / "project_api"
+    pkg.mkdir(parents=True)
+    for init in (by_hand / "tvm", by_hand / "tvm" / "micro", pkg):
+        (init / "__init__.py").write_text("")
+    shutil.copy2(server.__file__, pkg / "server.py")
+    hand_env = dict(env, PYTHONPATH=str(by_hand))
+    shim_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    for _ in range(2):
+        time_client_start(folder, shim_env, True)
+        time_client_start(folder, hand_env, False)
+    shim, hand = [], []
+    for _ in range(runs):
+        shim.append(time_client_start(folder, shim_env, True))
+        hand.append(time_client_start(folder, hand_env, False))
+    m, b = statistics.median(shim), statistics.median(hand)
+    line("under the shim" + ("" if have_tvm else " (no tvm installed!)"), f"{m * 1e3:.1f} ms", f"{b * 1e3:.1f} ms",
+         f"{m / b:.2f}x", "<= 1.5x")
+    if have_tvm:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import tvm"], env=env, check=True)
+        print(f"  for scale: python -c 'import tvm' takes {(time.perf_counter() - start) * 1e3:.0f} ms (what the shim no longer pays)")
+
+
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-project-api-") as tmp:
         tmp = Path(tmp)
@@ -322,6 +368,7 @@ def main() -> int:
         bench_transport(pkg_dir, env)
         bench_b85()
         bench_import(copy_dir, env)
+        bench_tvm_style(tmp, env)
     return 0
 
 

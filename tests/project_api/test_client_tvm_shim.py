@@ -94,9 +94,9 @@ def test_apache_tvm_without_micro(tmp_path):
     folder = make_server_dir(tmp_path / "tpl", TVM_STYLE)
     report = query(folder)
     assert Path(report["server_file"]).resolve() == OUR_SERVER
-    real_tvm = subprocess.run([sys.executable, "-c", "import tvm; print(tvm.__file__)"],
-                              capture_output=True, text=True).stdout.strip()
-    assert report["tvm_file"] == real_tvm  # the real package, not shadowed
+    # The installed tvm has no micro/project_api/server.py, so it is not imported at all (that
+    # takes seconds, for its native library): the shim's empty package stands in, in the server.
+    assert report["tvm_file"] is None
     assert report["pythonpath"] is None
 
 

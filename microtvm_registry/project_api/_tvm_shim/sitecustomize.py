@@ -6,12 +6,14 @@ many users have no TVM at all, so those templates could not start. The Project A
 folder holding this file first on the server's PYTHONPATH; Python then imports it at start-up as
 ``sitecustomize``. It:
 
-* appends (never prepends) a meta-path finder to ``sys.meta_path``. Finders run in order, so the
-  normal path finder is asked first: a real TVM that has ``tvm.micro.project_api.server`` always
-  wins, and so does a real ``tvm`` package without microTVM. Only what nothing else provides is
-  supplied here: ``tvm.micro.project_api.server`` is microtvm_registry's own stdlib-only server.py
+* appends a meta-path finder to ``sys.meta_path``. Finders run in order, so the normal path
+  finder is asked first: a real TVM that has ``tvm.micro.project_api.server`` always wins. Only
+  what nothing else provides is supplied here: ``tvm.micro.project_api.server`` is microtvm_registry's own stdlib-only server.py
   (loaded from its file, so microtvm_registry need not be importable in the server's Python), and
   ``tvm``, ``tvm.micro``, ``tvm.micro.project_api`` are empty packages when missing.
+* puts one more finder first, for ``tvm`` alone: a ``tvm`` on the path without
+  ``micro/project_api/server.py`` (apache-tvm 0.19+, whose import loads a large native library
+  for seconds) is not imported at all; the empty package stands in for it, in the server only.
 * removes its folder from ``sys.path`` and from the PYTHONPATH that the server's own children
   inherit (make, west, pip...), so the shim reaches the server process and nothing else.
 * runs the next ``sitecustomize`` on the path, if there is one, so it never hides another one.
@@ -48,6 +50,24 @@ def _microtvm_registry_install_tvm_shim():
         def exec_module(self, module):
             module.__doc__ = "Empty package provided by microtvm-registry's Project API shim."
 
+    class MicrotvmRegistryTVMFirstFinder(object):
+        """Asked first, for ``tvm`` only: when the ``tvm`` the path would load has no
+        ``micro/project_api/server.py`` (apache-tvm 0.19+), importing it would only cost seconds
+        (its native library) to learn that, so the empty package is supplied instead. Decided by
+        looking at files, never by importing: a TVM with microTVM is left to load as usual."""
+
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname != "tvm":
+                return None
+            real = importlib.machinery.PathFinder.find_spec("tvm", sys.path)
+            if real is None:
+                return None  # no tvm at all: the finder at the end supplies the empty package
+            for location in real.submodule_search_locations or ():
+                if os.path.isfile(os.path.join(location, "micro", "project_api", "server.py")):
+                    return None
+            return importlib.machinery.ModuleSpec(fullname, MicrotvmRegistryTVMShimFinder(), is_package=True)
+
+    sys.meta_path.insert(0, MicrotvmRegistryTVMFirstFinder())
     sys.meta_path.append(MicrotvmRegistryTVMShimFinder())
 
     def same(entry):
