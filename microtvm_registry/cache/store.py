@@ -28,7 +28,7 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Iterable, List, Optional, Union
+from typing import Iterable, List, Optional, Tuple, Union
 
 from ..contentid import is_object_id
 from ..errors import CacheError, OfflineError, VerificationError
@@ -313,6 +313,30 @@ class Cache:
                 removed = True
             results.append(VerifyResult(cid, path, ok, actual, removed))
         return results
+
+    def verify_memos(self, repair: bool = False) -> Tuple[int, List[Path]]:
+        """Re-parse every TOML parse memo (extra indexes' copies) and compare; with ``repair``,
+        remove the ones whose parse differs from the text they hold. Returns (checked, bad)."""
+        from ..files import PARSED_TOML_DIR, load_toml_bytes
+
+        folder = self.root / PARSED_TOML_DIR
+        bad: List[Path] = []
+        checked = 0
+        for item in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            checked += 1
+            try:
+                stored = json.loads(item.read_text("utf-8"))
+                good = load_toml_bytes(stored["toml"].encode("utf-8")) == stored["doc"]
+            except Exception:  # noqa: BLE001 - unreadable in any way is bad
+                good = False
+            if not good:
+                bad.append(item)
+                if repair:
+                    try:
+                        item.unlink()
+                    except OSError:
+                        pass
+        return checked, bad
 
     def clean(self, keep: Optional[Iterable[str]] = None) -> List[str]:
         """Remove entries (all, or those whose id is not in ``keep``); return the removed ids.

@@ -534,7 +534,11 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
 def cmd_cache_verify(args: argparse.Namespace) -> int:
     from ..cache.store import Cache
 
-    results = Cache().verify(repair=args.repair)
+    cache = Cache()
+    results = cache.verify(repair=args.repair)
+    memos, bad_memos = cache.verify_memos(repair=args.repair)
+    if bad_memos:
+        _err(f"{len(bad_memos)} of {memos} parse memos did not match their text" + (" and were removed" if args.repair else "; run `microtvm cache verify --repair`"))
     bad = [r for r in results if not r.ok]
     if args.json:
         print_json([
@@ -545,7 +549,7 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
             status = "ok" if r.ok else ("REMOVED (damaged)" if r.removed else f"DAMAGED (hashes to {r.actual})")
             print(f"{r.content_id} {status}")
         _err(f"{len(results)} entries, {len(bad)} damaged" + ("" if not bad or args.repair else "; run `microtvm cache verify --repair`"))
-    if bad and not args.repair:
+    if (bad or bad_memos) and not args.repair:
         return 1
     return 0
 

@@ -369,3 +369,18 @@ def test_deleted_files_in_an_entry_are_noticed(repo, daemon):
     os.chmod(got.path, 0o555)
     again = cache.materialize(tpl(repo, daemon.url("r")))
     assert again.fetched and (again.path / "run.sh").is_file()
+
+
+def test_verify_covers_the_parse_memos():
+    import zlib
+
+    from microtvm_registry.files import PARSED_TOML_DIR, load_toml_bytes
+
+    text = b'schema = 1\nname = "real"\n'
+    load_toml_bytes(text, memo=True)
+    memo = Cache().root / PARSED_TOML_DIR / f"{zlib.crc32(text):08x}-{len(text)}.json"
+    assert Cache().verify_memos() == (1, [])
+    memo.write_text(json.dumps({"toml": text.decode(), "doc": {"schema": 1, "name": "forged"}}))
+    assert load_toml_bytes(text, memo=True)["name"] == "forged"  # what a forged memo would do...
+    assert Cache().verify_memos(repair=True) == (1, [memo])  # ...until verify finds and removes it
+    assert load_toml_bytes(text, memo=True)["name"] == "real"

@@ -145,3 +145,14 @@ def test_server_and_launcher_output_goes_to_stderr_marked(tmp_path):
     assert json.loads(proc.stdout)["platform_name"] == "t"  # stdout is the JSON document alone
     for line in ("launcher says hi", "server says hi on stdout", "server says hi on stderr"):
         assert f"[noisy server] {line}" in proc.stderr
+
+
+def test_a_launcher_that_is_not_executable_is_named(tmp_path):
+    from microtvm_registry.project_api.client import ProjectAPIServerNotFoundError
+
+    folder = _server(tmp_path / "tpl", "server.main(handler())\n")
+    launcher = folder / "launch_microtvm_api_server.sh"
+    launcher.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    launcher.chmod(0o644)
+    with pytest.raises(ProjectAPIServerNotFoundError, match=r"cannot start .*launch_microtvm_api_server.sh: Permission denied; make it executable \(chmod \+x\)"):
+        instantiate_from_dir(folder, timeout=60)
