@@ -32,24 +32,24 @@ MAX_REDIRECTS = 10
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
+def _env_number(env: str, default: float, unit: str) -> float:
+    """A positive number from ``env``, or ``default``; anything else names the variable."""
+    text = os.environ.get(env, "")
+    try:
+        value = float(text) if text.strip() else default
+    except ValueError:
+        raise FetchError(f"{env}={text!r} is not a number of {unit}") from None
+    return value if value > 0 else default
+
+
 def deadline_seconds() -> float:
     """The overall deadline of one download, from the environment or the default."""
-    text = os.environ.get(DEADLINE_ENV, "")
-    try:
-        value = float(text) if text.strip() else DEFAULT_DEADLINE
-    except ValueError:
-        raise FetchError(f"{DEADLINE_ENV}={text!r} is not a number of seconds") from None
-    return value if value > 0 else DEFAULT_DEADLINE
+    return _env_number(DEADLINE_ENV, DEFAULT_DEADLINE, "seconds")
 
 
 def byte_limit(env: str, default: int) -> int:
     """A size limit from ``env`` (bytes) or ``default``."""
-    text = os.environ.get(env, "")
-    try:
-        value = int(text) if text.strip() else default
-    except ValueError:
-        raise FetchError(f"{env}={text!r} is not a number of bytes") from None
-    return value if value > 0 else default
+    return int(_env_number(env, default, "bytes"))
 
 
 def retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:

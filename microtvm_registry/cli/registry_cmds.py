@@ -7,7 +7,6 @@ nothing heavy and hashes nothing when the cache already has the template.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, Dict, List, Optional
 
 from ._common import SPEC_HELP, add_json_flag, human_size, note, print_json, print_table

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 import hashlib
 
 from ..contentid import tree_id
-from ..errors import FetchError, UnsafeSourceError, VerificationError, first_line
+from ..errors import FetchError, UnsafeSourceError, VerificationError
 from ..registry.sources import ArchiveSource, url_transport
 from .staging import _make_links, _mkdirs, _rmtree, _safe_parts, _staging_for, _want_progress, _write_file, check_links_inside
 

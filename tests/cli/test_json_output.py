@@ -8,27 +8,12 @@ import sys
 
 import pytest
 
-from registry_support import add_insteadof, make_template_repo, run_cli, template_table, write_index
+from registry_support import add_insteadof, run_cli, template_table, write_index
+from support.minimal_server import HEADER
 from support.servers import Executable, make_repo, rev_parse
 
-NOISY_SERVER = """
-import sys
-print("server chatter on stdout", flush=True)
-from microtvm_registry.project_api import server
+NOISY_SERVER = 'print("server chatter on stdout", flush=True)\n' + HEADER + "server.main(handler())\n"
 
-class H(server.ProjectAPIHandler):
-    def server_info_query(self, tvm_version):
-        return server.ServerInfo(platform_name="noisy", is_template=True, model_library_format_path="", project_options=[])
-    def generate_project(self, *a): pass
-    def build(self, options): pass
-    def flash(self, options): pass
-    def open_transport(self, options): pass
-    def close_transport(self): pass
-    def read_transport(self, n, timeout_sec): pass
-    def write_transport(self, data, timeout_sec): pass
-
-server.main(H())
-"""
 
 UPSTREAM = "https://git.example.invalid/noisy/templates.git"
 

@@ -122,7 +122,6 @@ def test_ctrl_c_during_a_git_fetch_ends_everything_at_once(tmp_path):
     import signal
     import socket
     import subprocess
-    import sys
     import threading
     import time
 

@@ -2,10 +2,8 @@
 server started ended on close, replies bounded in size and time, and output kept off stdout."""
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -18,27 +16,7 @@ from microtvm_registry.project_api.client import (
     instantiate_from_dir,
 )
 
-HEADER = textwrap.dedent(
-    """
-    import os, subprocess, sys, time
-    from microtvm_registry.project_api import server
-
-    def handler(**kw):
-        class H(server.ProjectAPIHandler):
-            def server_info_query(self, tvm_version):
-                return server.ServerInfo(platform_name="t", is_template=True, model_library_format_path="", project_options=[])
-            def generate_project(self, *a): pass
-            def build(self, options): pass
-            def flash(self, options): pass
-            def open_transport(self, options): pass
-            def close_transport(self): pass
-            def read_transport(self, n, timeout_sec): pass
-            def write_transport(self, data, timeout_sec): pass
-        for k, v in kw.items():
-            setattr(H, k, v)
-        return H()
-    """
-)
+from support.minimal_server import HEADER
 
 
 def _server(folder: Path, body: str) -> Path:
