@@ -56,15 +56,26 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def usable_folder(path: Any, flag: str) -> Any:
-    """The folder ``flag`` names, created if missing; a file, or a folder that cannot be made or
-    written, is one line naming the flag (checked before any work is done)."""
+def usable_folder(path: Any, flag: str, *, create: bool = True) -> Any:
+    """The folder ``flag`` names (created if missing, unless ``create`` is False: then only its
+    nearest existing parent is checked, so a command that fails later leaves nothing behind); a
+    file, or a folder that cannot be made or written, is one line naming the flag, before any
+    work is done."""
     import os
     from pathlib import Path
 
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise OptionError(f"{flag} {folder} is a file, not a folder; give a folder")
+    if not create:
+        existing = folder.absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise OptionError(f"{flag} {folder}: {existing} is a file, not a folder; give a folder")
+        if not os.access(existing, os.W_OK):
+            raise OptionError(f"{flag} {folder}: {existing} is not writable; give a folder you can write")
+        return folder
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     project_dir = Path(args.project_dir)
     if not project_dir.is_dir():
         raise MicrotvmError(f"project folder {project_dir} does not exist; create it with microtvm create-project")
-    usable_folder(args.output_dir, "--output-dir")  # before the device does any work
+    usable_folder(args.output_dir, "--output-dir", create=False)  # before the device does any work
     input_files = _parse_inputs(args.inputs)
     arrays = {}
     for name, file in input_files.items():
