@@ -36,23 +36,6 @@ def _packaged_ids():
     return ids
 
 
-def _parsed_indexes():
-    """The packaged indexes parsed once at build time, keyed by file name with the sha256 of the
-    text they came from: an installed package reads JSON (fast) and never trusts a parse kept in
-    the writable cache."""
-    import hashlib
-
-    tomllib = _tomllib()
-    folder = os.path.join(HERE, "index")
-    result = {}
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".toml"):
-            with open(os.path.join(folder, name), "rb") as fh:
-                raw = fh.read()
-            result[name] = {"sha256": hashlib.sha256(raw).hexdigest(), "doc": tomllib.loads(raw.decode("utf-8"))}
-    return result
-
-
 def _tomllib():
     if sys.version_info >= (3, 11):
         import tomllib
@@ -70,8 +53,6 @@ class BuildPyWithPackagedIds(build_py):
         os.makedirs(data, exist_ok=True)
         with open(os.path.join(data, "packaged-ids.json"), "w", encoding="utf-8") as fh:
             json.dump(_packaged_ids(), fh, indent=1, sort_keys=True)
-        with open(os.path.join(data, "index-parsed.json"), "w", encoding="utf-8") as fh:
-            json.dump(_parsed_indexes(), fh, sort_keys=True)
 
 
 setup(cmdclass={"build_py": BuildPyWithPackagedIds})

@@ -174,12 +174,6 @@ RECORDED_IDS = "packaged-ids.json"
 PACKAGED_SKIP_DIRS = ("__pycache__",)
 
 
-def shipped_data_file(name: str) -> Optional[Path]:
-    """A file setup.py wrote into the wheel's data folder (None when it is not there)."""
-    path = _PACKAGE_DIR / _DATA_DIR / name
-    return path if path.is_file() else None
-
-
 def recorded_content_id(relpath: str) -> Optional[str]:
     """The content id ``relpath`` had when the wheel was built (``setup.py`` records them), or
     None in a checkout or editable install, where the templates are the developer's to edit."""

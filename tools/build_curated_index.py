@@ -182,6 +182,14 @@ def main(argv: List[str] = None) -> int:
     tmp.write_text(text, "utf-8")
     tmp.replace(args.out)
     print(f"wrote {args.out}", file=sys.stderr)
+    if args.out.parent.name == "index":  # keep the parse shipped beside it current
+        import json as _json
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from parse_indexes import parsed
+
+        args.out.with_suffix(".parsed.json").write_text(
+            _json.dumps(parsed(args.out), sort_keys=True, separators=(",", ":")) + "\n", "utf-8")
     return 0
 
 

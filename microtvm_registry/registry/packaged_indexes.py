@@ -21,29 +21,26 @@ def packaged_indexes() -> List[Index]:
     cached = _PACKAGED_MEMO.get(key)
     if cached is None:
         cached = []
-        shipped = _shipped_parses()
         for file in files:
             origin = Origin("packaged", file.stem, str(file), trusted=True, remote=False)
             # Never the cache's parse memo: whoever can write the cache could repoint a curated
-            # name. The wheel ships its own parse (checked by hash); a checkout parses the TOML.
-            cached.append(load_index_file(file, origin, allow_packaged=True, lazy=True, parsed=shipped.get(file.name)))
+            # name. The parse shipped beside the TOML is used, checked by hash.
+            cached.append(load_index_file(file, origin, allow_packaged=True, lazy=True, parsed=_shipped_parse(file)))
         _PACKAGED_MEMO.clear()
         _PACKAGED_MEMO[key] = cached
     return list(cached)
 
 
-def _shipped_parses() -> Dict[str, Any]:
-    """``{file name: {"sha256", "doc"}}`` written into the wheel by setup.py (empty in a checkout)."""
+def _shipped_parse(toml_file: Any) -> Any:
+    """``{"sha256", "doc"}`` shipped beside a packaged index (``tools/parse_indexes.py`` writes
+    it), or None; load_index_file uses it only while the sha256 matches the TOML's text."""
     import json
 
-    from ..packaged import shipped_data_file
-
-    path = shipped_data_file("index-parsed.json")
     try:
-        data = json.loads(path.read_text("utf-8")) if path is not None else {}
+        data = json.loads(toml_file.with_suffix(".parsed.json").read_text("utf-8"))
     except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return None
+    return data if isinstance(data, dict) else None
 
 
 _PACKAGED_MEMO: Dict[Any, List[Index]] = {}  # parsed once per process (Index objects are not mutated)

@@ -347,10 +347,10 @@ def test_a_parse_memo_in_the_cache_never_repoints_a_packaged_index():
     from microtvm_registry.registry.packaged_indexes import _PACKAGED_MEMO, packaged_indexes
     from microtvm_registry.registry.resolve import resolve
 
-    raw = get_packaged_resource("index/apache-tvm.toml").read_bytes()
-    import tomllib
+    from microtvm_registry.files import load_toml_bytes
 
-    doc = tomllib.loads(raw.decode())
+    raw = get_packaged_resource("index/apache-tvm.toml").read_bytes()
+    doc = load_toml_bytes(raw)
     for template in doc["template"]:
         for version in template["version"]:
             version["git"] = "https://evil.example.com/tvm.git"
@@ -360,3 +360,21 @@ def test_a_parse_memo_in_the_cache_never_repoints_a_packaged_index():
     _PACKAGED_MEMO.clear()
     assert resolve("apache-tvm/zephyr@0.18.0", lock=None).version.source.url == "https://github.com/apache/tvm.git"
     assert all("evil" not in getattr(v.source, "url", "") for i in packaged_indexes() for t in i.templates for v in t.versions)
+
+
+def test_the_parses_shipped_beside_the_packaged_indexes_are_current():
+    """index/<name>.parsed.json is what warm commands read instead of the TOML; a stale one
+    would only cost speed (it is checked by hash), but keep them current."""
+    import hashlib
+
+    from microtvm_registry import get_packaged_resource
+    from microtvm_registry.files import load_toml_bytes
+
+    folder = get_packaged_resource("index")
+    tomls = sorted(folder.glob("*.toml"))
+    assert tomls
+    for toml in tomls:
+        shipped = json.loads(toml.with_suffix(".parsed.json").read_text())
+        raw = toml.read_bytes()
+        assert shipped["sha256"] == hashlib.sha256(raw).hexdigest(), f"{toml.name} changed: run python tools/parse_indexes.py"
+        assert shipped["doc"] == load_toml_bytes(raw)
