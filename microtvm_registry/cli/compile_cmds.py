@@ -115,7 +115,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
         raise OptionError(f"--trials {args.trials} is negative; give a number of candidates >= 0")
     bar = None
-    if sys.stderr.isatty() and not args.json:
+    from ..progress import wanted
+
+    if wanted() and not args.json:  # a terminal, and not -q
         from tqdm import tqdm
 
         bar = tqdm(desc="tuning", unit="candidate", file=sys.stderr, leave=False)
