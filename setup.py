@@ -17,31 +17,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _packaged_ids():
+    """Each packaged template's content id, computed by the package's own function (from this
+    checkout's files: the build runs before anything is installed)."""
     sys.path.insert(0, HERE)
     try:
-        from microtvm_registry.contentid import tree_id
+        from microtvm_registry.packaged import packaged_content_id
     finally:
         sys.path.pop(0)
-    tomllib = _tomllib()
-    with open(os.path.join(HERE, "index", "packaged.toml"), "rb") as fh:
-        doc = tomllib.load(fh)
-    ids = {}
-    for template in doc.get("template", []):
-        for version in template.get("version", []):
-            relpath = version.get("packaged")
-            if not relpath:
-                continue
-            mounts = {inc.rstrip("/").rsplit("/", 1)[-1]: os.path.join(HERE, inc) for inc in version.get("include", [])}
-            ids[relpath] = tree_id(os.path.join(HERE, relpath), mounts, skip_dirs=("__pycache__",))
-    return ids
-
-
-def _tomllib():
     if sys.version_info >= (3, 11):
         import tomllib
     else:
         import tomli as tomllib
-    return tomllib
+    with open(os.path.join(HERE, "index", "packaged.toml"), "rb") as fh:
+        doc = tomllib.load(fh)
+    return {
+        version["packaged"]: packaged_content_id(version["packaged"], version.get("include", ()))
+        for template in doc.get("template", [])
+        for version in template.get("version", [])
+        if version.get("packaged")
+    }
 
 
 class BuildPyWithPackagedIds(build_py):

@@ -178,6 +178,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             pass
 
 
+def is_within(path: Path, root: Path) -> bool:
+    """Whether ``path`` is ``root`` or below it, links resolved on both sides."""
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    return real == base or base in real.parents
+
+
 def warn(message: str) -> None:
     """One line on stderr that does not stop anything (a broken extra index, a bad plugin)."""
     print(f"microtvm: warning: {message}", file=sys.stderr)

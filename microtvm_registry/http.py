@@ -139,6 +139,7 @@ def _attempt(session: Any, url: str, what: str, max_bytes: int, limit_env: str, 
              deadline: float, on_start: Optional[Callable[[Optional[int]], None]],
              on_chunk: Optional[Callable[[bytes], None]]) -> Tuple[int, Dict[str, str], bytes]:
     import requests
+    import urllib3.exceptions
 
     try:
         response = session.get(url, stream=True, timeout=timeout, headers=dict(headers))
@@ -181,16 +182,9 @@ def _attempt(session: Any, url: str, what: str, max_bytes: int, limit_env: str, 
                     body += chunk
                 if on_chunk:
                     on_chunk(chunk)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as err:
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError) as err:  # the last: urllib3's own read errors (read1 is urllib3's)
             raise _Retry(_short(err)) from None
-        except Exception as err:  # urllib3's own read errors (ProtocolError, ReadTimeoutError)
-            if isinstance(err, FetchError):
-                raise
-            import urllib3.exceptions
-
-            if isinstance(err, urllib3.exceptions.HTTPError):
-                raise _Retry(_short(err)) from None
-            raise
         if length is not None and received != length:
             raise _Retry(f"got {received} of {length} bytes")
         return status, response.headers, bytes(body)  # requests' case-insensitive dict

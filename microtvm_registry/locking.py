@@ -72,17 +72,21 @@ def refuse_template_folder(path: Path) -> None:
     a cache entry (``cd "$(microtvm path host)"; microtvm lock ...`` would otherwise change the
     packaged template's own content id)."""
     from .dirs import cache_dir
-    from .packaged import packaged_data_roots
+    from .files import is_within
+    from .packaged import shipped_root_of
 
-    real = Path(os.path.realpath(path)).parent
-    forbidden = [("the template cache", cache_dir())] + [("the installed package's templates", r) for r in packaged_data_roots()]
-    for what, root in forbidden:
-        root_real = Path(os.path.realpath(root))
-        if real == root_real or root_real in real.parents:
-            raise LockfileError(
-                f"{real} is inside {what} ({root_real}); a lockfile belongs to your project: "
-                "cd to your project's folder and run the command there"
-            )
+    folder = Path(os.path.realpath(path)).parent
+    shipped = shipped_root_of(folder)
+    if shipped is not None:
+        what, root = "the installed package's templates", shipped
+    elif is_within(folder, cache_dir()):
+        what, root = "the template cache", cache_dir()
+    else:
+        return
+    raise LockfileError(
+        f"{folder} is inside {what} ({os.path.realpath(root)}); a lockfile belongs to your project: "
+        "cd to your project's folder and run the command there"
+    )
 
 
 def _target(start: Optional[Path]) -> Path:
@@ -101,8 +105,7 @@ def lock_specs(
 
     ``upgrade`` is True (or contains :data:`ALL`) for every pin, or a list of names.
     """
-    from .registry.resolve import parse_spec, resolve
-    from .templates import materialize_version
+    from .registry.resolve import parse_spec
 
     parsed = [parse_spec(s) for s in specs]  # every spec checked before anything is fetched
     upgrade_names = [] if upgrade is True else [u for u in (upgrade or ()) if u != ALL]
@@ -120,21 +123,17 @@ def lock_specs(
         changes: List[PinChange] = []
 
         def pin(request: str, existing: Optional[LockEntry], specifier: Optional[str], upgrading: bool) -> None:
-            resolved = resolve(request, use_lock=False, offline=offline)
-            tv = resolved.version
-            if progress:
-                progress(f"locking {tv.name} {tv.version}")
-            _path, content_id = materialize_version(tv, offline=offline, need_content_id=True)
-            if existing is not None and existing.name != tv.name:
+            new = _fresh_pin(request, specifier, offline, progress, "locking")
+            if existing is not None and existing.name != new.name:
                 del lock.entries[existing.name]
-            lock.entries[tv.name] = entry_for(tv, content_id, specifier)
+            lock.entries[new.name] = new
             if existing is None:
                 action = "pinned"
-            elif existing.version == tv.version and existing.content_id == content_id:
+            elif existing.version == new.version and existing.content_id == new.content_id:
                 action = "unchanged"
             else:
                 action = "upgraded" if upgrading else "replaced"
-            changes.append(PinChange(tv.name, action, existing.version if existing else None, tv.version, content_id))
+            changes.append(PinChange(new.name, action, existing.version if existing else None, new.version, new.content_id))
 
         done = set()
         for spec in parsed:
@@ -148,7 +147,7 @@ def lock_specs(
                 continue
             pin(spec.text, existing, specifier, upgrading)
             done.add(changes[-1].name)
-        targets = sorted(lock.entries) if upgrade_all else [lock.find(n).name for n in upgrade_names if lock.find(n) is not None]
+        targets = sorted(lock.entries) if upgrade_all else [e.name for e in map(lock.find, upgrade_names) if e is not None]
         for name in targets:
             if name in done:
                 continue
@@ -163,6 +162,19 @@ def lock_specs(
         if written:
             lock.save()
     return LockResult(lock, changes, written)
+
+
+def _fresh_pin(request: str, specifier: Optional[str], offline: bool, progress: Progress, verb: str) -> LockEntry:
+    """Resolve ``request`` ignoring any pin, fetch it to learn its content id, and return the
+    entry that pins it as asked for by ``specifier``."""
+    from .registry.resolve import resolve
+    from .templates import materialize_version
+
+    tv = resolve(request, use_lock=False, offline=offline).version
+    if progress and verb:
+        progress(f"{verb} {tv.name} {tv.version}")
+    _path, content_id = materialize_version(tv, offline=offline, need_content_id=True)
+    return entry_for(tv, content_id, specifier)
 
 
 def _same_name(a: str, b: str) -> bool:
@@ -220,7 +232,7 @@ def sync(
     """Fetch and verify everything pinned; ``mode`` is "sync", "locked" or "frozen" (see the
     module docstring). A content id that differs from the pin raises VerificationError and
     nothing is cached under it."""
-    from .registry.resolve import Spec, _resolve_pin, resolve
+    from .registry.resolve import Spec, _resolve_pin
     from .templates import materialize_version
 
     mode = mode or ("frozen" if frozen else "sync")
@@ -260,11 +272,9 @@ def sync(
                 verified.append(name)
                 changes.append(PinChange(name, "verified", entry.version, entry.version, entry.content_id))
                 continue
-            resolved = resolve(entry.requested, use_lock=False, offline=offline)
-            _p, content_id = materialize_version(resolved.version, offline=offline, need_content_id=True)
-            lock.entries[name] = entry_for(resolved.version, content_id, entry.specifier)
+            new = lock.entries[name] = _fresh_pin(entry.requested, entry.specifier, offline, None, "")
             changed.append(name)
-            changes.append(PinChange(name, "pinned" if not entry.complete else "replaced", entry.version, resolved.version.version, content_id))
+            changes.append(PinChange(name, "pinned" if not entry.complete else "replaced", entry.version, new.version, new.content_id))
         if changed:
             lock.save()
     return SyncResult(lock, changed, verified, changes)

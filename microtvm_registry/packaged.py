@@ -39,6 +39,13 @@ def packaged_data_roots() -> List[Path]:
     return [_data_root(top) for top in _DATA_ROOTS]
 
 
+def shipped_root_of(path: Any) -> Optional[Path]:
+    """The folder of our wheel data that holds ``path``, or None when it is not ours."""
+    from .files import is_within
+
+    return next((root for root in packaged_data_roots() if is_within(path, root)), None)
+
+
 def _check_relpath(relpath: str) -> Tuple[str, ...]:
     pure = PurePosixPath(relpath) if isinstance(relpath, str) else None
     parts = pure.parts if pure is not None else ()

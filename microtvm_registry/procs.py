@@ -65,3 +65,25 @@ def descendant_pids(pid: int) -> List[int]:
         found.extend(kids)
         frontier.extend(kids)
     return found
+
+
+def pids_with_environ(entry: str) -> List[int]:
+    """Processes (not this one) whose environment holds ``entry`` (``NAME=VALUE``): a marker
+    every process a server starts inherits, so they can be found even once orphaned."""
+    needle = entry.encode()
+    me = os.getpid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    found = []
+    for name in entries:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                if needle in fh.read().split(b"\0"):
+                    found.append(int(name))
+        except OSError:
+            continue
+    return found

@@ -84,12 +84,17 @@ def materialize_version(
 
 def get_template(spec: str, offline: bool = False, *, progress: Optional[bool] = None) -> Path:
     """The local folder of the template ``spec`` names (fetched into the cache unless offline)."""
+    return locate_template(spec, offline, progress=progress)[1]
+
+
+def locate_template(spec: str, offline: bool = False, *, progress: Optional[bool] = None) -> Tuple[Any, Path]:
+    """The version ``spec`` resolves to (lockfile pins honoured) and its local folder."""
     from .registry.resolve import resolve
 
     offline = _offline(offline)
     resolved = resolve(spec, offline=offline)
     path, _ = materialize_version(resolved.version, offline=offline, expected=_cached_expected(resolved), progress=progress)
-    return path
+    return resolved.version, path
 
 
 def _cached_expected(resolved: Any) -> Optional[str]:
@@ -110,11 +115,16 @@ TOOL_HINTS = {
 }
 
 
-def missing_tools(tv: Any) -> list:
-    """The declared tools (``"a|b"`` = any one of them) that are not on PATH."""
+def find_tool(tool: str) -> Optional[str]:
+    """Where a declared tool is on PATH (``"a|b"``: the first of them found), or None."""
     import shutil
 
-    return [t for t in tv.requires.tools if not any(shutil.which(alt) for alt in t.split("|"))]
+    return next((found for found in map(shutil.which, tool.split("|")) if found), None)
+
+
+def missing_tools(tv: Any) -> list:
+    """The declared tools that are not on PATH."""
+    return [t for t in tv.requires.tools if find_tool(t) is None]
 
 
 def check_tools(tv: Any) -> None:

@@ -183,11 +183,8 @@ class Cache:
             self.check_entry(hit.content_id)
             return hit
         except CacheError:
-            try:
-                self._remove_entry(hit.content_id)
-            except OSError:
-                raise
-            if self.entry_path(hit.content_id).exists() or self.entry_path(hit.content_id).is_symlink():
+            self._remove_entry(hit.content_id)
+            if os.path.lexists(self.entry_path(hit.content_id)):
                 raise
             return None
 

@@ -136,13 +136,10 @@ def resolve_target(arg: str, args: argparse.Namespace) -> Path:
 def _note_untrusted_folder(path: Path) -> None:
     """Starting a server from a folder runs its code with no trust check: say so once, unless the
     folder is one we ship."""
-    import os
-
-    from ..packaged import packaged_data_roots
+    from ..packaged import shipped_root_of
     from ._common import note
 
-    real = Path(os.path.realpath(path))
-    if any(real == Path(os.path.realpath(r)) or Path(os.path.realpath(r)) in real.parents for r in packaged_data_roots()):
+    if shipped_root_of(path) is not None:
         return
     note(f"microtvm: note: running the server in {path}, a folder (not a trusted template): its code runs as you")
 

@@ -192,13 +192,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _tool_status(tool: str) -> Dict[str, Any]:
     """A tool requirement ("a|b" = any one) with where it was found on PATH."""
-    import shutil
+    from ..templates import find_tool
 
-    for alternative in tool.split("|"):
-        found = shutil.which(alternative)
-        if found:
-            return {"tool": tool, "found": True, "path": found}
-    return {"tool": tool, "found": False, "path": None}
+    found = find_tool(tool)
+    return {"tool": tool, "found": found is not None, "path": found}
 
 
 def _pip_status(req: str) -> Dict[str, Any]:
@@ -404,13 +401,9 @@ def _fetch_status(tv: Any, expected: Optional[str]) -> str:
 
 def cmd_path(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
-        from ..registry.resolve import resolve
-        from ..templates import _cached_expected, materialize_version
+        from ..templates import locate_template
 
-        offline = _offline(args)
-        resolved = resolve(args.spec, offline=offline)
-        tv = resolved.version
-        path, _ = materialize_version(tv, offline=offline, expected=_cached_expected(resolved))
+        tv, path = locate_template(args.spec, offline=_offline(args))
         print_json({"name": tv.name, "version": tv.version, "path": str(path)})
         return 0
     from ..templates import get_template

@@ -11,8 +11,9 @@ import hashlib
 
 from ..contentid import tree_id
 from ..errors import FetchError, UnsafeSourceError, VerificationError
+from ..progress import wanted
 from ..registry.sources import ArchiveSource, url_transport
-from .staging import _make_links, _mkdirs, _rmtree, _safe_parts, _staging_for, _want_progress, _write_file, check_links_inside
+from .staging import _make_links, _mkdirs, _rmtree, _safe_parts, _staging_for, _write_file, check_links_inside
 
 
 #: The largest archive we download unless told otherwise (real templates are a few MB).
@@ -197,7 +198,7 @@ def fetch_archive(
     dest, work = _staging_for(source, dest, allow_file_urls, ".archive-")
     try:
         archive = work / "download"
-        _download(source.url, archive, expected_sha256=source.sha256, progress=_want_progress(progress), label=label,
+        _download(source.url, archive, expected_sha256=source.sha256, progress=wanted(progress), label=label,
                   timeout=timeout, retries=retries, backoff=backoff)
         extracted = work / "x"
         extracted.mkdir()

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 from ..contentid import tree_id
 from ..errors import FetchError, UnsafeSourceError, VerificationError
 from ..registry.sources import GIT_ALLOWED_PROTOCOLS, ExtraFile, GitSource, url_transport
-from .staging import _make_links, _rmtree, check_links_inside, _safe_parts, _staging_for, _want_progress, _write_file
+from .staging import _make_links, _rmtree, check_links_inside, _safe_parts, _staging_for, _write_file
 
 
 #: Overall limit for one git command (a hung server must not hang us forever).
@@ -284,7 +284,9 @@ def fetch_git(
     dest, work = _staging_for(source, dest, allow_file_urls, ".git-")
     try:
         label = label or source.url
-        g = _new_repo(work, "repo.git", _want_progress(progress), label)
+        from ..progress import wanted
+
+        g = _new_repo(work, "repo.git", wanted(progress), label)
         # insteadOf may rewrite the URL (a mirror): the rewritten one must be safe too.
         status, out, _ = g.run("ls-remote", "--get-url", "--", source.url)
         effective = str(out).strip() if status == 0 and str(out).strip() else source.url

@@ -97,12 +97,6 @@ def _make_links(root: Path, links: Sequence[Tuple[List[str], str]]) -> None:
     check_links_inside(root)
 
 
-def _want_progress(progress: Optional[bool]) -> bool:
-    from ..progress import wanted
-
-    return wanted(progress)
-
-
 def _staging_for(source: "Source", dest: Union[str, Path], allow_file_urls: bool, prefix: str) -> Tuple[Path, Path]:
     """Check ``source`` and ``dest`` before any network work, and make a staging folder beside
     ``dest`` (same filesystem, so the finished folder moves into place with one rename)."""

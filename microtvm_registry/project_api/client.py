@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..errors import MicrotvmError, first_line
+from ..procs import descendant_pids, pids_with_environ
 from . import server, tvm_compat
 
 #: Default seconds to wait for any one reply (see the module docstring).
@@ -157,7 +158,7 @@ class _Channel:
         """End every process still carrying this server's token (what it started and left
         behind, orphaned or not), then let the output relays finish."""
         if self.token:
-            _stop_pids(_pids_with_token(self.token))
+            _stop_pids(pids_with_environ(f"{SERVER_TOKEN_ENV}={self.token}"))
         for relay in self.relays:
             relay.join(1.0)
 
@@ -187,7 +188,7 @@ class _Channel:
                 # Stopping a server by force (a timeout, a hang) must also stop what it started
                 # (make, a compiler, a simulator): find them now, while they are still its
                 # descendants, and end them after it.
-                started = _descendant_pids(proc.pid)
+                started = descendant_pids(proc.pid)
                 proc.terminate()
                 try:
                     proc.wait(TERMINATE_GRACE_SEC)
@@ -206,12 +207,6 @@ class _Channel:
             raise
         self._end_marked()
         return proc.returncode
-
-
-def _descendant_pids(pid: int) -> List[int]:
-    from ..procs import descendant_pids
-
-    return descendant_pids(pid)
 
 
 def _stop_pids(pids: List[int]) -> None:
@@ -678,27 +673,6 @@ def _relay(stream: Any, folder: Path) -> threading.Thread:
     thread = threading.Thread(target=copy, name=f"server-output-{folder.name}", daemon=True)
     thread.start()
     return thread
-
-
-def _pids_with_token(token: str) -> List[int]:
-    """Processes whose environment carries ``token`` (Linux /proc; elsewhere none are found)."""
-    needle = f"{SERVER_TOKEN_ENV}={token}".encode()
-    found = []
-    me = os.getpid()
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 def describe_wire_error(err: BaseException) -> str:

@@ -153,18 +153,16 @@ def _store_copy(entry: ExtraIndex, data: bytes, etag: Optional[str]) -> None:
     )
 
 
-def _http_get(url: str, etag: Optional[str], label: str):
+def _http_get(url: str, etag: Optional[str], label: str) -> Tuple[int, Any, bytes]:
     """GET within the limits of :mod:`microtvm_registry.http`: retries with backoff (Retry-After
     capped), one overall deadline, and at most MAX_INDEX_BYTES (an endless body costs a few MB,
-    not gigabytes). Returns an object with ``status_code``, ``headers`` and ``content``."""
-    import types
-
+    not gigabytes). Returns (status, headers, body); the caller words every status itself."""
     from ..http import bounded_get, byte_limit
 
     headers = {"Accept": "application/toml, text/plain, */*"}
     if etag:
         headers["If-None-Match"] = etag
-    status, response_headers, body = bounded_get(
+    return bounded_get(
         url,
         what=label,
         max_bytes=byte_limit(MAX_INDEX_ENV, DEFAULT_MAX_INDEX_BYTES),
@@ -173,10 +171,9 @@ def _http_get(url: str, etag: Optional[str], label: str):
         accept=tuple(range(100, 600)),  # the caller words other statuses itself
         retries=HTTP_RETRIES,
         backoff=0.2,
-        connect_timeout=HTTP_TIMEOUT[0] if isinstance(HTTP_TIMEOUT, tuple) else HTTP_TIMEOUT,
-        read_timeout=HTTP_TIMEOUT[1] if isinstance(HTTP_TIMEOUT, tuple) else HTTP_TIMEOUT,
+        connect_timeout=HTTP_TIMEOUT[0],
+        read_timeout=HTTP_TIMEOUT[1],
     )
-    return types.SimpleNamespace(status_code=status, content=body, headers=response_headers)
 
 def _refresh_one(entry: ExtraIndex) -> Index:
     """Fetch or read ``entry``, validate it, keep it as the last good copy, return it.
@@ -205,16 +202,15 @@ def _refresh_one(entry: ExtraIndex) -> Index:
         return index
     meta = _read_meta(entry.name)
     etag = meta.get("etag") if copy.exists() and meta.get("location") == entry.location else None
-    response = _http_get(entry.location, etag, f"index {entry.name!r} ({entry.location})")
-    if response.status_code == 304 and etag:
+    status, headers, data = _http_get(entry.location, etag, f"index {entry.name!r} ({entry.location})")
+    if status == 304 and etag:
         index = parse_index(copy.read_bytes(), entry.location, origin, base=entry.location, memo=True)
         _store_copy(entry, copy.read_bytes(), etag)  # refresh the timestamp
         return index
-    if response.status_code != 200:
-        raise FetchError(f"index {entry.name!r}: {entry.location} answered HTTP {response.status_code}")
-    data = response.content
+    if status != 200:
+        raise FetchError(f"index {entry.name!r}: {entry.location} answered HTTP {status}")
     index = parse_index(data, entry.location, origin, base=entry.location, memo=True)
-    _store_copy(entry, data, response.headers.get("ETag"))
+    _store_copy(entry, data, headers.get("ETag"))
     return index
 
 
