@@ -48,6 +48,8 @@ def test_huge_versions_in_a_spec_an_index_and_a_lockfile(tmp_path, repo):
     project.mkdir()
     (project / "microtvm.lock").write_text(f'schema = 1\n[[template]]\nname = "host"\nversion = "{HUGE}"\n')
     one_line(run_cli("sync", cwd=project), "template[0].version", "is not a PEP 440 version")
+    (project / "microtvm.lock").write_text(f'schema = 1\n[[template]]\nname = "host"\nversion = "0.1.0"\nspecifier = ">={HUGE}"\n')
+    one_line(run_cli("sync", cwd=project), "template[0].specifier", "is not a PEP 440 specifier")
 
 
 def test_a_long_index_name():
