@@ -151,31 +151,46 @@ def _lock_folder() -> Path:
     return candidates[-1]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, *, follow_symlinks: bool = True) -> None:
     """Write beside the target and rename over it, so readers never see half a file.
 
-    A symlinked target is written through the link (the rename replaces the file it points to),
-    so a lockfile kept elsewhere and linked into a project stays a link.
+    With ``follow_symlinks`` a symlinked target is written through the link (the rename replaces
+    the file it points to), so a lockfile kept elsewhere and linked into a project stays a link.
+    Without it (outputs written into a folder others may share), a link planted at the name is
+    replaced, never followed. The temporary file is created exclusively (never through a link
+    planted at its name) and gets the mode any new file of the user's would (the umask).
     """
-    path = Path(os.path.realpath(path))
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    import tempfile
+
+    path = Path(os.path.realpath(path)) if follow_symlinks else Path(os.path.abspath(path))
+    tmp: Optional[str] = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=str(path.parent))
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~current_umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        tmp = None
     except OSError as err:
         from .errors import MicrotvmError
 
         raise MicrotvmError(f"cannot write {path}: {err.strerror or err}; check that its folder exists and is writable") from None
     finally:
-        try:
-            if tmp.exists():
-                tmp.unlink()
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def is_within(path: Path, root: Path) -> bool:

@@ -31,7 +31,7 @@ FLOORS: List[List[str]] = [
     ["templates", "locking"],
     ["project_api.client", "project_api.tvm_compat"],
     ["project"],
-    ["compile", "compile.dtypes", "compile.mlf", "compile.plan", "compile.onnx_frontend", "compile.lower",
+    ["compile", "compile.dtypes", "compile.names", "compile.mlf", "compile.plan", "compile.onnx_frontend", "compile.lower",
      "compile.model_c", "compile.model", "compile.sample_models", "compile.int8",
      "compile.template_kit", "compile.schedules", "compile.tuning_records"],
     ["device", "device.protocol", "device.session", "device.serial_transport", "device.qemu"],

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
+from ..compile.names import printable
 from ..errors import MicrotvmError, OptionError
 from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, usable_folder
 
@@ -87,7 +88,8 @@ def _parse_inputs(pairs: List[str]) -> Dict[str, Path]:
 
 
 def _save_npy(path: Path, array: Any) -> None:
-    """Write beside the target and rename, so a failure never leaves half a file."""
+    """Write beside the target and rename, so a failure never leaves half a file; a symlink
+    planted at the name is replaced, never written through."""
     import io
 
     import numpy as np
@@ -96,7 +98,15 @@ def _save_npy(path: Path, array: Any) -> None:
 
     buf = io.BytesIO()
     np.save(buf, array)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), follow_symlinks=False)
+
+
+def output_files(out_dir: Path, names: List[str]) -> Dict[str, Path]:
+    """Each output's file inside ``out_dir``: named from a C-safe identifier (an output's name
+    is the model's data: ``../../x`` or ``/abs/x`` must not choose where a file goes)."""
+    from ..compile.names import c_identifiers
+
+    return {name: out_dir / f"{stem}.npy" for name, stem in zip(names, c_identifiers(names))}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -137,8 +147,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if sess.model is not None and function == sess.model["function"]:
                 per_call = sess.call_times()
     out_dir = Path(args.output_dir)
-    for name, value in outputs.items():
-        path = out_dir / f"{name}.npy"
+    for name, path in output_files(out_dir, list(outputs)).items():
+        value = outputs[name]
         _save_npy(path, value)
         written.append({"name": name, "path": str(path), "dtype": str(value.dtype), "shape": list(value.shape)})
     if getattr(args, "json", False):
@@ -157,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         for item in written:
-            print(f"wrote {item['path']} ({item['dtype']}, shape {tuple(item['shape'])})")
+            print(f"wrote {printable(item['path'])} ({item['dtype']}, shape {tuple(item['shape'])})")
         if timing is not None:
             print(f"time of {function} on the device: {describe_timing(timing)} (mean of {len(timing.results)} x {timing.number})")
             for n, (kernel, count, unit) in enumerate(per_call):

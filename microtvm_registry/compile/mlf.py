@@ -32,6 +32,9 @@ SYMBOL_PREFIX = "__tvm_ffi_"
 # Headers the host runtime itself includes, whatever the generated C includes.
 RUNTIME_HEADERS = ("dlpack/dlpack.h", "tvm/ffi/c_api.h", "tvm/runtime/c_backend_api.h")
 WORKSPACE_ALIGN = 64
+#: What a member's path parts may hold: Makefiles and shells see these names, so nothing they
+#: would read as syntax (quotes, backticks, $, spaces, ;) and no leading '-' (an option).
+SAFE_MEMBER_PART = re.compile(r"[A-Za-z0-9_.+][A-Za-z0-9_.+-]*")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -620,6 +623,12 @@ def safe_extract(tar_path: PathLike, dest: PathLike) -> None:
                 raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a link; refusing to extract it")
             if not (member.isfile() or member.isdir()):
                 raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a device or special file; refusing to extract it")
+            odd = [p for p in pure.parts if p not in (".", "") and not SAFE_MEMBER_PART.fullmatch(p)]
+            if odd:
+                raise UnsafeArchiveError(
+                    f"{tar_path}: member {name!r} has a name outside letters, digits and . _ + - "
+                    "(build tools would read it as shell syntax); refusing to extract it, re-export the model"
+                )
             rel = PurePosixPath(*[p for p in pure.parts if p not in (".", "")]) if pure.parts else PurePosixPath()
             plan.append((member, rel))
         dest.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .mlf import ArgInfo, FunctionInfo, write_model_library_format
-from .onnx_frontend import ModelError, import_onnx, input_shapes, load_onnx, operator_counts, quantized_operators
+from .names import c_identifiers
+from .onnx_frontend import ModelError, import_onnx, input_shapes, load_onnx, operator_counts, quantized_operators, renamed
 from .plan import Plan
 
 PLAN_FILE = "plan.json"
@@ -40,6 +41,12 @@ class CompiledModel:
 def model_name_for(path: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9_]", "_", Path(path).stem) or "model"
     return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+
+
+def c_name_map(model_names: Sequence[str], reserved: Sequence[str] = ()) -> Dict[str, str]:
+    """model name -> the C-safe identifier used for it everywhere in C, files and the MLF."""
+    unique = list(dict.fromkeys(model_names))
+    return dict(zip(unique, c_identifiers(unique, reserved)))
 
 
 def model_functions(name: str, plan: Plan, kernels: Sequence[FunctionInfo]) -> List[FunctionInfo]:
@@ -82,7 +89,9 @@ def compile_model(
         import tvm  # noqa: F401 - the importer and the compiler
     except ImportError:
         raise ModelError("apache-tvm is not installed; pip install 'microtvm-registry[tvm,onnx]'") from None
-    mod = import_onnx(model, shapes, model_path)
+    input_names, output_names = list(shapes), [o.name for o in model.graph.output]
+    c_names = c_name_map(input_names + output_names, reserved=(name, f"{name}_call_ticks"))
+    mod = import_onnx(renamed(model, c_names), {c_names[k]: v for k, v in shapes.items()}, model_path)
     quantized = quantized_operators(model)
     integer_ops: List[str] = []
     float_ops: List[str] = []
@@ -98,8 +107,9 @@ def compile_model(
     if records is not None:
         schedule = _schedule_from_records(Path(records), target, board, tuned, untuned)
     plan, kernel_source, kernels, constants = lower(
-        mod, target, list(shapes), [o.name for o in model.graph.output], schedule=schedule
+        mod, target, [c_names[n] for n in input_names], [c_names[n] for n in output_names], schedule=schedule
     )
+    plan.name_models({c: m for m, c in c_names.items()})
     plan.operators = operator_counts(model)
     plan.float_ops = float_ops
     plan.integer_ops = sorted(set(integer_ops))

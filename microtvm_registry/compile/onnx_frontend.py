@@ -123,6 +123,29 @@ def unsupported_operators(model: Any) -> List[str]:
     return sorted({n.op_type for n in model.graph.node if n.op_type not in known})
 
 
+def renamed(model: Any, names: Mapping[str, str]) -> Any:
+    """A copy of ``model`` whose tensors are renamed by ``names`` (model name -> C name), so
+    TVM's importer, which puts input names into the C it generates, sees only C identifiers."""
+    if all(k == v for k, v in names.items()):
+        return model
+    copy = type(model)()
+    copy.CopyFrom(model)
+    graph = copy.graph
+
+    def fix(values: Any) -> None:
+        for i, value in enumerate(values):
+            if value in names:
+                values[i] = names[value]
+
+    for node in graph.node:
+        fix(node.input)
+        fix(node.output)
+    for holder in list(graph.input) + list(graph.output) + list(graph.value_info) + list(graph.initializer):
+        if holder.name in names:
+            holder.name = names[holder.name]
+    return copy
+
+
 def import_onnx(model: Any, shapes: Mapping[str, Sequence[int]], path: Path) -> Any:
     """TVM's Relax module for ``model`` (raises ModelError naming what the importer lacks)."""
     missing = unsupported_operators(model)

@@ -34,6 +34,16 @@ class TensorSlot:
     kind: str  # "input" | "output" | "constant" | "arena"
     index: int = 0  # input / output / constant number
     offset: int = 0  # arena: byte offset in the arena
+    model_name: str = ""  # inputs and outputs: what the model calls it (``name`` is the C-safe one)
+
+    @property
+    def display_name(self) -> str:
+        return self.model_name or self.name
+
+    def facts(self) -> Dict[str, Any]:
+        """What an application needs to feed or read this tensor: the model's name for it, the
+        C name used in the generated code, dtype and shape."""
+        return {"name": self.display_name, "c_name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
     @property
     def nbytes(self) -> int:
@@ -81,11 +91,16 @@ class Plan:
             "io_bytes": sum(t.nbytes for t in self.inputs + self.outputs),
             "float_operators": list(self.float_ops),
             "integer_operators": list(self.integer_ops),
+            "inputs": [t.facts() for t in self.inputs],
+            "outputs": [t.facts() for t in self.outputs],
         }
 
     def to_json(self) -> Dict[str, Any]:
         def slot(t: TensorSlot) -> Dict[str, Any]:
-            return {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "kind": t.kind, "index": t.index, "offset": t.offset}
+            out = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "kind": t.kind, "index": t.index, "offset": t.offset}
+            if t.model_name and t.model_name != t.name:
+                out["model_name"] = t.model_name
+            return out
 
         return {
             "inputs": [slot(t) for t in self.inputs],
@@ -101,7 +116,8 @@ class Plan:
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "Plan":
         def slot(d: Dict[str, Any]) -> TensorSlot:
-            return TensorSlot(d["name"], tuple(d["shape"]), d["dtype"], d["kind"], int(d.get("index", 0)), int(d.get("offset", 0)))
+            return TensorSlot(d["name"], tuple(d["shape"]), d["dtype"], d["kind"], int(d.get("index", 0)),
+                              int(d.get("offset", 0)), str(d.get("model_name", "")))
 
         summary = data.get("summary", {})
         return cls(
@@ -116,6 +132,17 @@ class Plan:
             float_ops=list(summary.get("float_operators", [])),
             integer_ops=list(summary.get("integer_operators", [])),
         )
+
+    def name_models(self, model_names: Dict[str, str]) -> None:
+        """Records what the model calls each input and output (``model_names``: C name -> model name)."""
+        from dataclasses import replace
+
+        for group in (self.inputs, self.outputs):
+            for i, t in enumerate(group):
+                if t.name in model_names:
+                    group[i] = replace(t, model_name=model_names[t.name])
+                    if t.name in self.tensors:
+                        self.tensors[t.name] = group[i]
 
     def slot(self, name: str) -> Optional[TensorSlot]:
         return self.tensors.get(name)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..errors import ProjectError
+from ..files import current_umask
 from . import mlf
 
 
@@ -71,9 +72,7 @@ def staged_project(project_dir: Path) -> Iterator[Path]:
         yield staging
         # mkdtemp makes its folder 0700 whatever the umask; a project folder gets what any folder
         # the user makes would get.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
+        os.chmod(staging, 0o777 & ~current_umask())
         os.rename(staging, project_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

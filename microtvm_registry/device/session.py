@@ -233,6 +233,8 @@ class Session:
         names = [a.name for a in fn.inputs]
         listed = ", ".join(names)
         if isinstance(inputs, Mapping):
+            aliases = self._model_names(name)
+            inputs = {aliases.get(k, k) if k not in names else k: v for k, v in inputs.items()}
             unknown = [k for k in inputs if k not in names]
             if unknown:
                 raise SessionError(f"{name}: no input named {unknown[0]!r}; inputs are {listed}")
@@ -251,6 +253,15 @@ class Session:
         upload = [a.role != "output" for a in fn.args]
         results = self._invoke(fn, args, upload_data=upload, read_back=outputs)
         return {fn.args[i].name: value for i, value in zip(outputs, results)}
+
+    def _model_names(self, function: str) -> Dict[str, str]:
+        """For the compiled model's own function: the model's names of its tensors -> the C
+        names its arguments have (a model may call an input ``a b``; C calls it ``a_b``)."""
+        model = self.model
+        if model is None or model.get("function") != function:
+            return {}
+        facts = list(model.get("inputs") or []) + list(model.get("outputs") or [])
+        return {str(t["name"]): str(t["c_name"]) for t in facts if isinstance(t, dict) and "name" in t and "c_name" in t}
 
     def time_evaluator(self, name: str, number: int = 10, repeat: int = 3) -> Callable[..., TimingResult]:
         """A function that times ``name`` on the device: ``repeat`` means of ``number`` calls.

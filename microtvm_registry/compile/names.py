@@ -1,0 +1,63 @@
+"""C-safe names for whatever a model calls its tensors.
+
+A model file is data a user may have downloaded, and its tensor names are arbitrary strings
+(``a b``, ``y */ system("...") /*``, ``../../x``). None of them may reach C source, a Makefile
+or a file name as they are: each gets an identifier we derive (letters, digits and ``_``, not a
+C keyword, unique ignoring case so upper-cased macro names stay distinct), and the model's own
+name is kept beside it in the model's facts, for people.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterable, List, Sequence
+
+#: Longest identifier we derive: long enough to stay recognisable, short enough for any linker.
+MAX_IDENTIFIER = 48
+
+C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+C_KEYWORDS = frozenset(
+    """auto break case char const continue default do double else enum extern float for goto if inline int long
+    register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while
+    _Alignas _Alignof _Atomic _Bool _Complex _Generic _Imaginary _Noreturn _Static_assert _Thread_local
+    asm bool true false NULL main""".split()
+)
+
+
+def is_c_identifier(text: str) -> bool:
+    return isinstance(text, str) and bool(C_IDENTIFIER.fullmatch(text)) and text not in C_KEYWORDS
+
+
+def c_identifier(text: str) -> str:
+    """One name made C-safe (not yet unique): other characters become ``_``."""
+    out = re.sub(r"[^A-Za-z0-9_]", "_", str(text))[:MAX_IDENTIFIER].strip("_") or "t"
+    if not re.match(r"[A-Za-z_]", out):
+        out = f"t_{out}"
+    if out in C_KEYWORDS:
+        out = f"{out}_"
+    return out
+
+
+def c_identifiers(names: Sequence[str], reserved: Iterable[str] = ()) -> List[str]:
+    """A C-safe identifier for each of ``names``, in order, unique among themselves and apart
+    from ``reserved``, ignoring case. A name that is already a safe identifier keeps itself
+    unless it clashes."""
+    taken = {r.lower() for r in reserved}
+    out: List[str] = []
+    for name in names:
+        base = c_identifier(name)
+        candidate, n = base, 1
+        while candidate.lower() in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate.lower())
+        out.append(candidate)
+    return out
+
+
+def printable(text: str) -> str:
+    """A name as a terminal may show it: control characters and escapes as Python writes them."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return repr(text)[1:-1]
