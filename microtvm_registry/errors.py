@@ -79,6 +79,10 @@ class BuildError(ProjectError):
     """Building a project failed; the message carries the compiler's last lines."""
 
 
+class ModelError(MicrotvmError):
+    """A model cannot be compiled or used: a bad file, a shape, an operator (the message says which)."""
+
+
 class SessionError(MicrotvmError):
     """A host-driven session with a device failed (bad tensor, bad frame, device error)."""
 

@@ -377,11 +377,17 @@ class TemplateProject(_Project):
         client = self._ensure_client()
         created = _make_parents(target.parent)
         placeholder = None
+        # The server generates into a folder of this call's own beside the target, renamed into
+        # place when it is done: two commands generating into one folder never see, or remove,
+        # each other's work (the loser's rename fails; it removes only its own folder).
+        holder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".generating", dir=str(target.parent)))
+        staged = holder / target.name
+        placed = False
         try:
             if crt is None:
                 placeholder = Path(tempfile.mkdtemp(prefix="microtvm-empty-standalone-crt-"))
             try:
-                client.generate_project(mlf, crt or placeholder, target, sent)
+                client.generate_project(mlf, crt or placeholder, staged, sent)
             except Exception as err:
                 if placeholder is not None and str(placeholder) in str(getattr(err, "data", "") or ""):
                     raise ProjectError(
@@ -390,6 +396,13 @@ class TemplateProject(_Project):
                         "build with --standalone-crt DIR (Python: standalone_crt_dir=)"
                     ) from err
                 raise
+            if not staged.is_dir():
+                raise ProjectError(f"the template in {self.path} reported success but generated no folder")
+            try:
+                os.rename(staged, target)
+            except OSError:
+                raise ProjectError(f"project folder {target} already exists (another command made it meanwhile); choose a new path") from None
+            placed = True
             try:
                 return GeneratedProject.from_directory(target, options=converted, timeout=self.timeout)
             except (ProjectError, _client_mod.ProjectAPIErrorBase) as err:
@@ -398,9 +411,11 @@ class TemplateProject(_Project):
                     f"({first_line(err)}); removed it"
                 ) from err
         except BaseException:
-            _remove_created(target, created)
+            shutil.rmtree(holder, ignore_errors=True)  # before the parents it sits in
+            _remove_created(target if placed else None, created)
             raise
         finally:
+            shutil.rmtree(holder, ignore_errors=True)
             if placeholder is not None:
                 shutil.rmtree(placeholder, ignore_errors=True)
 

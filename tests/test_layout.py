@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 FLOORS: List[List[str]] = [
     # the base every stage may use
     ["errors", "dirs", "files", "contentid", "packaged", "procs", "progress", "http", "project_api", "project_api.server"],
+    # shared data: the MLF model, the plan, dtypes, names, target families
+    ["formats", "formats.dtypes", "formats.names", "formats.plan", "formats.mlf", "targets"],
     # registry, plain data and formats: no I/O beyond reading the file it is given
     ["registry", "registry.models", "registry.sources", "registry.index_format", "registry.lockfile"],
     # registry, where indexes come from and what a spec means
@@ -31,14 +33,17 @@ FLOORS: List[List[str]] = [
     ["templates", "locking"],
     ["project_api.client", "project_api.tvm_compat"],
     ["project"],
-    ["compile", "compile.dtypes", "compile.names", "compile.mlf", "compile.plan", "compile.onnx_frontend", "compile.lower",
-     "compile.model_c", "compile.model", "compile.sample_models", "compile.int8",
-     "compile.template_kit", "compile.schedules", "compile.tuning_records"],
     ["device", "device.protocol", "device.session", "device.serial_transport", "device.qemu"],
     # the board database (shipped data) and what is plugged in (pyserial, pyusb, running QEMUs)
     ["boards", "boards.database", "boards.discovery"],
+    ["compile", "compile.mlf", "compile.frontends", "compile.frontends.onnx", "compile.frontends.onnx_qdq",
+     "compile.frontends.tflite", "compile.kernels", "compile.kernels.tvm", "compile.lower",
+     "compile.model_c", "compile.model", "compile.sample_models", "compile.schedules", "compile.tuning_records"],
     # tuning: compiles kernels, builds and flashes them on a board, measures them
     ["tuning", "tuning.tuner"],
+    # what template servers are written against
+    ["template_kit", "template_kit.project_files", "template_kit.server_base", "template_kit.firmware",
+     "template_kit.emulated"],
     ["host", "host.mlf", "host.protocol", "host.session", "cli", "cli._common", "cli.registry_cmds",
      "cli.project_cmds", "cli.host_cmds", "cli.board_cmds", "cli.compile_cmds", "__main__"],
 ]

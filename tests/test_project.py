@@ -153,7 +153,9 @@ def test_generate_build_flash_transport(tmp_path, template, mlf):
         gen = calls(proj)[0]
         assert gen["cwd"] == str(template)  # the template's server ran in the template folder
         assert gen["model_library_format_path"] == str(mlf)
-        assert gen["project_dir"] == str(proj)
+        # generated beside the target in a folder of this call's own, under the same name, then moved in
+        staged = Path(gen["project_dir"])
+        assert staged.name == proj.name and staged.parent.parent == proj.parent and not staged.parent.exists()
         assert gen["standalone_crt_entries"] == [] and not Path(gen["standalone_crt_dir"]).exists()
         assert gen["options"] == {"project_type": "aot", "verbose": True, "workspace_size_bytes": 2097152,
                                   "ratio": None, "fail_generate": False, "skip_copy": False, "copy_crt": False}

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from ..compile.model import compile_model
-    from ..compile.onnx_frontend import parse_input_shapes
+    from ..compile.frontends import parse_input_shapes
 
     output = Path(args.output)
     if output.is_dir():
@@ -105,7 +105,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from ..compile.onnx_frontend import parse_input_shapes
+    from ..compile.frontends import parse_input_shapes
     from ..tuning.tuner import tune_model
 
     model = Path(args.model)

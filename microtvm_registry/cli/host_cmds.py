@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from ..compile.names import printable
+from ..formats.names import printable
 from ..errors import MicrotvmError, OptionError
 from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, usable_folder
 
@@ -104,7 +104,7 @@ def _save_npy(path: Path, array: Any) -> None:
 def output_files(out_dir: Path, names: List[str]) -> Dict[str, Path]:
     """Each output's file inside ``out_dir``: named from a C-safe identifier (an output's name
     is the model's data: ``../../x`` or ``/abs/x`` must not choose where a file goes)."""
-    from ..compile.names import c_identifiers
+    from ..formats.names import c_identifiers
 
     return {name: out_dir / f"{stem}.npy" for name, stem in zip(names, c_identifiers(names))}
 
@@ -229,25 +229,26 @@ def build_demo_module() -> Any:
 
 
 def _check_board_tools(board: str) -> None:
-    """Before any work: the tools a board needs, each missing one named with its package."""
+    """Before any work: the tools a board needs (its family's toolchain, and its emulator for an
+    emulated board), each missing one named with the packages that provide it."""
     import json
     import shutil
 
     from ..packaged import get_packaged_resource
+    from ..targets import family_of
 
     with open(get_packaged_resource("templates/cortex-m/boards.json"), encoding="utf-8") as fh:
         boards = {b["name"]: b for b in json.load(fh)["boards"]}
     if board not in boards:
         raise OptionError(f"--board {board!r} is not a board of the cortex-m template; boards: host, {', '.join(sorted(boards))}")
-    missing = [p for t, p in BOARD_TOOLS if shutil.which(t) is None and (t != "qemu-system-arm" or boards[board].get("qemu"))]
+    family = family_of(boards[board]["core"])
+    needs = [family.toolchain] + ([family.emulator] if family.emulator and boards[board].get("qemu") else [])
+    missing = [tool for tool in needs if shutil.which(tool.tools[0]) is None]
     if missing:
+        packages = [p for tool in missing for p in tool.packages]
         raise MicrotvmError(
-            f"--board {board} needs {', '.join(missing)}; install with: apt-get install {' '.join(missing)} "
-            + ("libnewlib-arm-none-eabi" if "gcc-arm-none-eabi" in missing else "")
+            f"--board {board} needs {', '.join(t.tools[0] for t in missing)}; install with: apt-get install {' '.join(packages)}"
         )
-
-
-BOARD_TOOLS = (("arm-none-eabi-gcc", "gcc-arm-none-eabi"), ("qemu-system-arm", "qemu-system-arm"))
 
 
 def _demo_project(template_name: str, mlf_path: Path, project_dir: Path, board: Optional[str]) -> Any:

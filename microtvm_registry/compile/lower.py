@@ -4,31 +4,18 @@ The steps, and why each: ``DecomposeOpsForInference`` and the "zero" pipeline fu
 PrimFuncs and fold the weights into constants; ``CallTIRRewrite`` turns ``main`` into direct
 kernel calls with explicit outputs; ``StaticPlanBlockMemory`` gives every intermediate tensor a
 storage and an offset. Walking ``main``'s bindings then reads the plan off the IR: TVM's JSON
-serializer crashes in the 0.27 wheel, so nothing is saved and re-read. All kernels are built as
-ONE C module (separately built modules each define the same library-context symbols and do not
-link), with TVM's runtime asserts off: the plan fixes every shape, and the C then needs only the
-workspace functions and libm.
+serializer crashes in the 0.27 wheel, so nothing is saved and re-read. The kernels are built by
+the ``tvm`` kernel provider (kernels/tvm.py).
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .mlf import ArgInfo, FunctionInfo, workspace_needs
-from .onnx_frontend import ModelError
-from .plan import ARENA_ALIGN, Call, Plan, TensorSlot
-
-#: ``--target`` names: the host's C compiler, or a Cortex-M core.
-CORES = ("cortex-m0plus", "cortex-m3", "cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55")
-TARGETS = ("host",) + CORES
-
-
-def target_json(name: str) -> Dict[str, Any]:
-    """TVM 0.27 takes targets as JSON dicts."""
-    if name == "host":
-        return {"kind": "c"}
-    if name in CORES:
-        return {"kind": "c", "keys": ["arm_cpu", "cpu"], "mcpu": name}
-    raise ModelError(f"unknown target {name!r}; one of: {', '.join(TARGETS)}")
+from ..errors import ModelError
+from ..formats.mlf import ArgInfo, FunctionInfo, workspace_needs
+from ..formats.plan import ARENA_ALIGN, Call, Plan, TensorSlot
+from ..targets import tvm_target
+from .kernels.tvm import build_kernels, kernel_funcs
 
 
 def _align(n: int, to: int = ARENA_ALIGN) -> int:
@@ -168,32 +155,12 @@ def pipeline(mod: Any, target: str) -> Any:
     import tvm
     from tvm import relax
 
-    with tvm.target.Target(target_json(target)):
+    with tvm.target.Target(tvm_target(target)):
         mod = relax.transform.DecomposeOpsForInference()(mod)
         mod = relax.get_pipeline("zero")(mod)
         mod = relax.transform.CallTIRRewrite()(mod)
         mod = relax.transform.StaticPlanBlockMemory()(mod)
     return mod
-
-
-def kernel_funcs(mod: Any) -> Dict[str, Any]:
-    """The kernels (PrimFuncs) of a lowered module, by name, each with its own global symbol."""
-    import tvm
-
-    return {
-        gvar.name_hint: func.with_attr("global_symbol", gvar.name_hint)
-        for gvar, func in mod.functions.items()
-        if isinstance(func, tvm.tirx.PrimFunc)
-    }
-
-
-def build_kernels(prim_funcs: Dict[str, Any]) -> str:
-    """The C source of all ``prim_funcs`` as ONE module, runtime asserts off."""
-    import tvm
-
-    with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
-        built = tvm.tirx.build(tvm.IRModule(prim_funcs), target="c")
-    return built.inspect_source()
 
 
 def lower(

@@ -1,6 +1,6 @@
-"""``microtvm compile MODEL.onnx -o model.tar``: a whole model to Model Library Format.
+"""``microtvm compile MODEL -o model.tar``: a whole model (.tflite or .onnx) to Model Library Format.
 
-import (onnx_frontend) -> lower and plan (lower) -> the model's C (model_c) -> one MLF tar that
+import (frontends: one per format) -> lower and plan (lower) -> the model's C (model_c) -> one MLF tar that
 any template consumes: ``codegen/host/src`` holds the kernels and the model's C,
 ``codegen/host/include`` the TVM headers and ``<model>_model.h``, ``plan.json`` the plan, and
 ``runtime/`` the C runtime a user's own firmware links with the model (no libtvm). The model is
@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .mlf import ArgInfo, FunctionInfo, write_model_library_format
-from .names import c_identifiers
-from .onnx_frontend import ModelError, import_onnx, input_shapes, load_onnx, operator_counts, quantized_operators, renamed
-from .plan import Plan
+from ..errors import ModelError
+from ..formats.mlf import ArgInfo, FunctionInfo
+from ..formats.names import is_c_identifier
+from ..formats.plan import PLAN_FILE, Plan
+from ..targets import core, tvm_target
+from .mlf import write_model_library_format
 
-PLAN_FILE = "plan.json"
 RUNTIME_FILES = ("mtvm_runtime.c", "mtvm_runtime.h")
 
 
@@ -32,6 +33,8 @@ class CompiledModel:
     plan: Plan
     tuned: Dict[str, str] = field(default_factory=dict)  # kernel -> the record's schedule, with --records
     untuned: List[str] = field(default_factory=list)  # kernels the records had nothing for
+    format: str = "onnx"  # the model file's format (frontends)
+    arithmetic: str = "float32"  # what its integer operators follow (frontends.ARITHMETIC_*)
 
     @property
     def summary(self) -> Dict[str, Any]:
@@ -41,12 +44,6 @@ class CompiledModel:
 def model_name_for(path: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9_]", "_", Path(path).stem) or "model"
     return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
-
-
-def c_name_map(model_names: Sequence[str], reserved: Sequence[str] = ()) -> Dict[str, str]:
-    """model name -> the C-safe identifier used for it everywhere in C, files and the MLF."""
-    unique = list(dict.fromkeys(model_names))
-    return dict(zip(unique, c_identifiers(unique, reserved)))
 
 
 def model_functions(name: str, plan: Plan, kernels: Sequence[FunctionInfo]) -> List[FunctionInfo]:
@@ -70,49 +67,34 @@ def compile_model(
     records: Optional[Path] = None,
     board: Optional[str] = None,
 ) -> CompiledModel:
-    """Compiles the ONNX model at ``model_path`` for ``target`` into the MLF tar ``output``.
+    """Compiles the model at ``model_path`` (.tflite or .onnx, told apart by content) for
+    ``target`` into the MLF tar ``output``.
 
     ``records`` (from ``microtvm tune``): each kernel whose workload has a correct record for
     this target (measured on ``board``, when given) is built with the fastest record's schedule."""
     from ..packaged import get_packaged_resource
+    from .frontends import import_model
     from .lower import lower
     from .model_c import header_source, model_source
 
     model_path = Path(model_path)
-    _target_json(target)  # an unknown target is said before any work
+    core(target)  # an unknown target is said before any work
     name = name or model_name_for(model_path)
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    if not is_c_identifier(name):
         raise ModelError(f"model name {name!r} is not a C identifier; use letters, digits and _")
-    model = load_onnx(model_path)
-    shapes = input_shapes(model, dict(inputs or {}), model_path)
-    try:
-        import tvm  # noqa: F401 - the importer and the compiler
-    except ImportError:
-        raise ModelError("apache-tvm is not installed; pip install 'microtvm-registry[tvm,onnx]'") from None
-    input_names, output_names = list(shapes), [o.name for o in model.graph.output]
-    c_names = c_name_map(input_names + output_names, reserved=(name, f"{name}_call_ticks"))
-    mod = import_onnx(renamed(model, c_names), {c_names[k]: v for k, v in shapes.items()}, model_path)
-    quantized = quantized_operators(model)
-    integer_ops: List[str] = []
-    float_ops: List[str] = []
-    if quantized:
-        # A QDQ model: dequantize -> op -> quantize becomes integer arithmetic where a pattern
-        # matches (int8 weights and activations, int32 accumulation); the rest stays float32.
-        from .int8 import rewrite_qdq
-
-        mod, integer_ops, float_ops = rewrite_qdq(mod)
+    imported = import_model(model_path, inputs, reserved=(name, f"{name}_call_ticks"))
     tuned: Dict[str, str] = {}
     untuned: List[str] = []
     schedule = None
     if records is not None:
         schedule = _schedule_from_records(Path(records), target, board, tuned, untuned)
     plan, kernel_source, kernels, constants = lower(
-        mod, target, [c_names[n] for n in input_names], [c_names[n] for n in output_names], schedule=schedule
+        imported.mod, target, imported.input_names, imported.output_names, schedule=schedule
     )
-    plan.name_models({c: m for m, c in c_names.items()})
-    plan.operators = operator_counts(model)
-    plan.float_ops = float_ops
-    plan.integer_ops = sorted(set(integer_ops))
+    plan.describe_io(imported.inputs + imported.outputs)
+    plan.operators = imported.operators
+    plan.float_ops = imported.float_ops
+    plan.integer_ops = imported.integer_ops
     functions = model_functions(name, plan, kernels)
 
     runtime = get_packaged_resource("templates/common/runtime")
@@ -126,13 +108,14 @@ def compile_model(
         c_sources={f"{name}_lib0.c": kernel_source, f"{name}_model.c": model_source(name, plan, constants)},
         functions=functions,
         model_name=name,
-        target=json.dumps(_target_json(target)),
-        extra_metadata={"model": {"source": model_path.name, "target": target, "plan": PLAN_FILE,
+        target=json.dumps(tvm_target(target)),
+        extra_metadata={"model": {"source": model_path.name, "format": imported.format, "arithmetic": imported.arithmetic,
+                                  "target": target, "plan": PLAN_FILE,
                                   "call_kernels": [c.kernel for c in plan.calls], **plan.summary()},
                         "tvm_version": tvm.__version__},
         extra_members=members,
     )
-    return CompiledModel(Path(output), name, target, plan, tuned, sorted(untuned))
+    return CompiledModel(Path(output), name, target, plan, tuned, sorted(untuned), imported.format, imported.arithmetic)
 
 
 def _schedule_from_records(records: Path, target: str, board: Optional[str], tuned: Dict[str, str], untuned: List[str]):
@@ -154,39 +137,3 @@ def _schedule_from_records(records: Path, target: str, board: Optional[str], tun
         return apply(func, record.recipe)
 
     return schedule
-
-
-def _target_json(target: str) -> Dict[str, Any]:
-    from .lower import target_json
-
-    return target_json(target)
-
-
-def load_plan(mlf_dir: Path) -> Optional[Plan]:
-    """The plan of an extracted MLF folder, or None for an MLF of kernels only."""
-    path = Path(mlf_dir) / PLAN_FILE
-    if not path.is_file():
-        return None
-    return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
-
-
-def project_workspace_bytes(model_dir: Path, given: Optional[int], default: int) -> int:
-    """The workspace a template's device program should give generated code.
-
-    For a compiled whole model it is what the plan says the hungriest kernel needs (the model
-    then runs in the device's workspace: templates build with MTVM_MODEL_SHARED_WORKSPACE), so
-    none is guessed and none is paid for twice; a ``given`` size below that is refused, naming
-    both. For kernels only, ``given`` or the template's ``default``.
-    """
-    plan = load_plan(model_dir)
-    if plan is None:
-        return default if given is None else given
-    need = plan.workspace_bytes
-    if given is None:
-        return need
-    if given < need:
-        raise ModelError(
-            f"workspace_size_bytes={given} is less than the model's plan needs ({need} bytes); "
-            f"pass -o workspace_size_bytes={need} or more (or leave it out where the template sizes it from the plan)"
-        )
-    return given

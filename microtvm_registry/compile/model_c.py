@@ -21,10 +21,11 @@ import math
 import re
 from typing import Any, List, Sequence
 
-from .dtypes import parse_dtype
-from .mlf import SYMBOL_PREFIX
-from .names import is_c_identifier
-from .plan import Plan, TensorSlot
+from ..formats.dtypes import parse_dtype
+from ..formats.mlf import SYMBOL_PREFIX
+from .kernels import provider
+from ..formats.names import is_c_identifier
+from ..formats.plan import Plan, TensorSlot
 
 WORKSPACE_ALIGN = 64
 _DL_CODES = {0: "kDLInt", 1: "kDLUInt", 2: "kDLFloat", 4: "kDLBfloat", 6: "kDLBool"}
@@ -54,7 +55,7 @@ def _literal(value: Any, dtype: str) -> str:
 def _array(name: str, array: Any, dtype: str) -> List[str]:
     ctype = _C_TYPES.get(dtype)
     if ctype is None:
-        from .onnx_frontend import ModelError
+        from ..errors import ModelError
 
         raise ModelError(f"a constant of dtype {dtype} cannot be written as C; the model needs a kernel of another dtype")
     flat = array.reshape(-1).tolist()
@@ -71,7 +72,7 @@ def _array(name: str, array: Any, dtype: str) -> List[str]:
 def _check_identifiers(model: str, kernels: Sequence[str], plan: Plan) -> None:
     """Every name written into C as code must be an identifier (the model's own names were
     replaced by derived ones before lowering; this is the last line of defence)."""
-    from .onnx_frontend import ModelError
+    from ..errors import ModelError
 
     for what, names in (("model", [model]), ("kernel", kernels), ("input or output", [t.name for t in plan.inputs + plan.outputs])):
         for name in names:
@@ -150,8 +151,8 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
         f'#include "{m}_model.h"',
         "",
     ]
-    for k in kernels:
-        lines.append(f"extern int32_t {SYMBOL_PREFIX}{k}(void* self, void* args, int32_t num_args, void* result);")
+    for name in sorted({c.provider for c in plan.calls}):
+        lines += provider(name).declarations(m, [c for c in plan.calls if c.provider == name])
     lines.append("")
     for slot, array in zip(plan.constants, constants):
         lines += _array(f"{m}_{slot.name}", array, slot.dtype)
@@ -177,27 +178,14 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
             data = "NULL"  # inputs and outputs: the caller's buffers, set by run()
         lines.append(_dltensor(t, data, f"{m}_shape{i}"))
     lines += ["};", ""]
-    for k in kernels:
-        lines.append(f'static const mtvm_function_entry {m}_k_{k} = {{"{k}", {SYMBOL_PREFIX}{k}, -1}};')
-    lines.append("")
     for n, call in enumerate(plan.calls):
-        args = ", ".join(f"&{m}_tensors[{index[a]}]" for a in call.args)
-        lines.append(f"static DLTensor* {m}_args{n}[{len(call.args)}] = {{{args}}};")
+        lines.append(f"/* call {n}: {call.kernel} ({call.provider}) */")
+        lines.append(f"static int32_t {m}_call{n}(void) {{")
+        lines += provider(call.provider).call_body(m, call, n, lambda slot: f"{m}_tensors[{index[slot]}]")
+        lines += ["}", ""]
     lines += [
-        "",
-        "typedef struct {",
-        "  const mtvm_function_entry* kernel;",
-        "  DLTensor** args;",
-        "  int32_t num_args;",
-        f"}} {m}_call;",
-        "",
-        f"static const {m}_call {m}_calls[{max(len(plan.calls), 1)}] = {{",
-    ]
-    for n, call in enumerate(plan.calls):
-        lines.append(f"  {{&{m}_k_{call.kernel}, {m}_args{n}, {len(call.args)}}},")
-    if not plan.calls:
-        lines.append("  {NULL, NULL, 0},")
-    lines += [
+        f"static int32_t (*const {m}_calls[{max(len(plan.calls), 1)}])(void) = {{",
+        ("  " + ", ".join(f"{m}_call{n}" for n in range(len(plan.calls)))) if plan.calls else "  NULL",
         "};",
         "",
         f"static uint64_t {m}_ticks[{max(len(plan.calls), 1)}];",
@@ -221,7 +209,7 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
         f"  for (int i = 0; i < {len(plan.calls)} && status == 0; ++i) {{",
         "    uint64_t start = mtvm_model_clock();",
         "    mtvm_workspace_reset();",
-        f"    status = mtvm_call({m}_calls[i].kernel, {m}_calls[i].args, {m}_calls[i].num_args);",
+        f"    status = {m}_calls[i]();",
         f"    {m}_ticks[i] = mtvm_model_clock() - start;",
         "  }",
     ]

@@ -19,7 +19,7 @@ import zlib
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from ..compile.dtypes import DL_BFLOAT, DL_BOOL, DL_FLOAT, DL_INT, DL_UINT, parse_dtype  # noqa: F401 - the protocol's names
+from ..formats.dtypes import DL_BFLOAT, DL_BOOL, DL_FLOAT, DL_INT, DL_UINT, parse_dtype  # noqa: F401 - the protocol's names
 from ..errors import SessionError
 
 MAGIC = b"MT"

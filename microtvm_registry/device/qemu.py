@@ -31,8 +31,7 @@ from typing import Deque, List, Optional, Sequence, Set
 
 from ..errors import MicrotvmError
 
-QEMU = "qemu-system-arm"
-INSTALL_HINT = "install it with: apt-get install qemu-system-arm (Debian/Ubuntu)"
+QEMU = "qemu-system-arm"  # the Cortex-M family's emulator (targets.json), and the default
 _PTY_RE = re.compile(r"char device redirected to (\S+) \(label (\w+)\)")
 _LIVE: Set["QemuBoard"] = set()
 
@@ -41,10 +40,15 @@ class QemuError(MicrotvmError):
     """QEMU is missing, did not start, or stopped."""
 
 
-def find_qemu() -> str:
-    path = shutil.which(QEMU)
+def find_qemu(program: str = QEMU) -> str:
+    """The emulator's path, or one line naming the packages that provide it (targets.json)."""
+    path = shutil.which(program)
     if path is None:
-        raise QemuError(f"{QEMU} is not on PATH, and emulated boards need it; {INSTALL_HINT}")
+        from ..targets import families
+
+        packages = [p for f in families().values() if f.emulator and program in f.emulator.tools for p in f.emulator.packages]
+        hint = f"apt-get install {' '.join(packages or [program])} (Debian/Ubuntu)"
+        raise QemuError(f"{program} is not on PATH, and emulated boards need it; install it with: {hint}")
     return path
 
 
@@ -75,7 +79,9 @@ class QemuBoard:
         *,
         start_timeout_sec: float = 20.0,
         board: Optional[str] = None,
+        qemu: Optional[str] = None,
     ) -> None:
+        self.program = qemu or QEMU
         self.machine = machine
         self.board = board or machine
         self.image = Path(image)
@@ -93,7 +99,7 @@ class QemuBoard:
         """Starts QEMU and returns the pty its UART is on (raises QemuError on failure)."""
         if not self.image.is_file():
             raise QemuError(f"firmware image {self.image} does not exist; build and flash the project first")
-        cmd = qemu_command(self.machine, self.image, self.icount_shift, find_qemu())
+        cmd = qemu_command(self.machine, self.image, self.icount_shift, find_qemu(self.program))
         self._proc = subprocess.Popen(
             cmd,
             stdin=subprocess.DEVNULL,
@@ -216,7 +222,7 @@ def _is_running_qemu(pid: int) -> bool:
     from ..procs import is_running, proc_stat
 
     stat = proc_stat(pid)
-    return is_running(pid) and (stat is None or stat.comm == QEMU[:15])
+    return is_running(pid) and (stat is None or stat.comm.startswith("qemu-system"))
 
 
 def running_boards() -> List[RunningBoard]:

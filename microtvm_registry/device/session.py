@@ -28,7 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 
 from ..errors import SessionError
 from . import protocol
-from ..compile.mlf import ArgInfo, FunctionInfo, ModelLibrary, load_model_library_format
+from ..formats.mlf import ArgInfo, FunctionInfo, ModelLibrary, load_model_library_format
 from .protocol import DeviceError, Frame, FrameDecoder, FrameError
 
 #: Seconds to wait for the device's next bytes before declaring it stuck (a hang-stopper only).

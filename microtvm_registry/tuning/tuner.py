@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from ..compile.onnx_frontend import ModelError
+from ..errors import ModelError
 from ..compile.schedules import Recipe, ScheduleNotApplicable, apply, candidates, workload
 from ..compile.tuning_records import Record, RecordsFile
 
@@ -95,26 +95,24 @@ def tune_model(
     import tvm
 
     from ..boards.database import load_board_database
-    from ..compile.int8 import rewrite_qdq
-    from ..compile.lower import CORES, kernel_funcs, pipeline
-    from ..compile.mlf import export_model_library_format, load_model_library_format
-    from ..compile.onnx_frontend import import_onnx, input_shapes, load_onnx, quantized_operators
+    from ..compile.frontends import import_model
+    from ..compile.kernels.tvm import kernel_funcs
+    from ..compile.lower import pipeline
+    from ..compile.mlf import export_model_library_format
     from ..device.session import Session
+    from ..formats.mlf import load_model_library_format
     from ..packaged import get_packaged_resource
     from ..project import generate_project
+    from ..targets import cores_of
 
     entry = load_board_database().get(board)
-    if not any(t.template == "cortex-m" for t in entry.templates) or entry.core not in CORES:
+    if not any(t.template == "cortex-m" for t in entry.templates) or entry.core not in cores_of("cortex-m"):
         raise ModelError(f"board {board} is not a board of the cortex-m template; `microtvm boards --template cortex-m` lists them")
     target = entry.core
     records = RecordsFile(records_path)
     measured = records.measured()
-    model_path = Path(model_path)
-    model = load_onnx(model_path)
-    mod = import_onnx(model, input_shapes(model, dict(inputs or {}), model_path), model_path)
-    if quantized_operators(model):
-        mod, _, _ = rewrite_qdq(mod)
-    funcs = kernel_funcs(pipeline(mod, target))
+    imported = import_model(Path(model_path), inputs)
+    funcs = kernel_funcs(pipeline(imported.mod, target))
 
     distinct: Dict[str, Any] = {}
     for name, func in sorted(funcs.items()):

@@ -13,28 +13,26 @@ framed session protocol as the host template, spoken over the UART.
 * Real boards: ``flash`` runs pyOCD (``pip install pyocd``) or the ``flash_command`` given;
   ``open_transport`` opens ``serial_port`` (or the one connected board that matches: ``auto``).
 
-This script runs under the client's interpreter, which has microtvm_registry installed.
+What every template shares (generating, building with make, the transport's life) is the
+template kit's ``TemplateServer``; this file is what is Cortex-M: its boards, compiler flags,
+start-up code and UART drivers. It runs under the client's interpreter, which has
+microtvm_registry installed, and uses only its public template kit.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping
 
-from microtvm_registry.compile import template_kit as kit
+from microtvm_registry import template_kit as kit
 from microtvm_registry.project_api import server
 
 PROJECT_DIR = Path(__file__).resolve().parent
-MODEL_TAR_NAME = "model.tar"
-IS_TEMPLATE = not (PROJECT_DIR / MODEL_TAR_NAME).exists()
-PROJECT_FILE = "project.json"
 FIRMWARE = Path("build") / "firmware.elf"
 FLASHED = Path("flashed") / "firmware.elf"
 BUILD_REPORT = "build-report.json"
@@ -42,9 +40,8 @@ DEFAULT_WORKSPACE_SIZE_BYTES = 64 * 1024
 STACK_SIZE = 16 * 1024
 MIN_HEAP_SIZE = 16 * 1024
 BOOT_TIMEOUT_SEC = 20.0
-BUILD_LOG_TAIL_LINES = 25
-TOOLCHAIN = "arm-none-eabi-gcc"
-TOOLCHAIN_HINT = "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi (Debian/Ubuntu)"
+FAMILY = kit.family_of("cortex-m4")  # the Cortex-M family of targets.json: its toolchain
+TOOLCHAIN = FAMILY.toolchain.tools[0]
 OPT_LEVELS = ["-O0", "-O1", "-O2", "-O3", "-Os"]
 FPU_FLAGS = {None: [], "auto": ["-mfloat-abi=hard"]}
 
@@ -56,8 +53,6 @@ def _load_boards() -> Dict[str, Dict[str, Any]]:
 
 BOARDS = _load_boards()
 
-
-CONFIG = {} if IS_TEMPLATE else kit.config_of(PROJECT_DIR, PROJECT_FILE)
 
 PROJECT_OPTIONS = [
     server.ProjectOption(
@@ -118,28 +113,16 @@ PROJECT_OPTIONS = [
 ]
 
 
-def CortexMError(message: str) -> server.ServerError:
-    """A failed step, as the plain ServerError whose free-form message crosses the wire."""
-    return server.ServerError(message)
-
-
-def _int_option(options: Dict[str, Any], name: str, default: Optional[int]) -> Optional[int]:
-    try:
-        return kit.int_option(options, name, default)
-    except kit.TemplateKitError as err:
-        raise CortexMError(str(err)) from None
-
-
 def _board(name: Any) -> Dict[str, Any]:
     if not name:
-        raise CortexMError(f"option board is required; one of: {', '.join(sorted(BOARDS))}")
+        raise kit.TemplateKitError(f"option board is required; one of: {', '.join(sorted(BOARDS))}")
     if name not in BOARDS:
-        raise CortexMError(f"unknown board {name!r}; boards: {', '.join(sorted(BOARDS))}")
+        raise kit.TemplateKitError(f"unknown board {name!r}; boards: {', '.join(sorted(BOARDS))}")
     return BOARDS[name]
 
 
 def arch_flags(board: Dict[str, Any]) -> List[str]:
-    flags = [f"-mcpu={board['core']}", "-mthumb"]
+    flags = [f"-mcpu={board['core']}"] + list(FAMILY.compiler_flags)
     fpu = board.get("fpu")
     if fpu in FPU_FLAGS:
         flags += FPU_FLAGS[fpu]
@@ -148,26 +131,6 @@ def arch_flags(board: Dict[str, Any]) -> List[str]:
     if fpu is None:
         flags.append("-mfloat-abi=soft")
     return flags
-
-
-def _region(board: Dict[str, Any], kind: str) -> Dict[str, Any]:
-    return next(r for r in board["memory"] if r["kind"] == kind)
-
-
-def linker_script(board: Dict[str, Any]) -> str:
-    template = (PROJECT_DIR / "firmware.ld.template").read_text()
-    regions = []
-    for r in board["memory"]:
-        attrs = "rx" if r["kind"] == "code" else "rwx"
-        regions.append(f"  {r['name']} ({attrs}) : ORIGIN = {r['origin']}, LENGTH = {int(r['length'])}")
-    return (
-        template.replace("@BOARD@", board["name"])
-        .replace("@REGIONS@", "\n".join(regions))
-        .replace("@CODE@", _region(board, "code")["name"])
-        .replace("@DATA@", _region(board, "data")["name"])
-        .replace("@STACK_SIZE@", str(STACK_SIZE))
-        .replace("@MIN_HEAP_SIZE@", str(MIN_HEAP_SIZE))
-    )
 
 
 def board_config_header(board: Dict[str, Any], workspace: int, icount: bool) -> str:
@@ -202,174 +165,29 @@ def board_config_header(board: Dict[str, Any], workspace: int, icount: bool) -> 
 
 UART_DRIVERS = {"cmsdk": "uart_cmsdk.c", "stm32": "uart_stm32.c"}
 
-_OVERFLOW_RE = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
 
-
-def build_report(elf: Path, board: Dict[str, Any]) -> Dict[str, Any]:
-    """Flash and RAM use read from the ELF, per memory region of the board."""
-    from elftools.elf.constants import SH_FLAGS
-    from elftools.elf.elffile import ELFFile
-
-    regions = [
-        {"name": r["name"], "kind": r["kind"], "origin": int(r["origin"], 16), "length": int(r["length"]), "used": 0}
-        for r in board["memory"]
-    ]
-
-    def region_of(addr: int) -> Optional[Dict[str, Any]]:
-        return next((r for r in regions if r["origin"] <= addr < r["origin"] + r["length"]), None)
-
-    sections: Dict[str, int] = {}
-    symbols: Dict[str, int] = {}
-    with open(elf, "rb") as fh:
-        elffile = ELFFile(fh)
-        loads = [s for s in elffile.iter_segments() if s["p_type"] == "PT_LOAD"]
-        for sec in elffile.iter_sections():
-            size = sec["sh_size"]
-            if not sec["sh_flags"] & SH_FLAGS.SHF_ALLOC or size == 0:
-                continue
-            sections[sec.name] = size
-            vma = sec["sh_addr"]
-            home = region_of(vma)
-            if home is not None:
-                home["used"] += size
-            if sec["sh_type"] != "SHT_NOBITS":
-                seg = next((s for s in loads if s["p_vaddr"] <= vma < s["p_vaddr"] + max(s["p_memsz"], 1)), None)
-                if seg is not None:
-                    lma_region = region_of(seg["p_paddr"] + (vma - seg["p_vaddr"]))
-                    if lma_region is not None and lma_region is not home:
-                        lma_region["used"] += size
-        symtab = elffile.get_section_by_name(".symtab")
-        if symtab is not None:
-            for name in ("g_workspace",):
-                found = symtab.get_symbol_by_name(name)
-                if found:
-                    symbols[name] = found[0]["st_size"]
-    code, data = _region(board, "code")["name"], _region(board, "data")["name"]
-    return {
-        "board": board["name"],
-        "core": board["core"],
-        "elf": str(elf),
-        "regions": regions,
-        "flash": {
-            "region": code,
-            "code_bytes": sections.get(".text", 0),
-            "constants_bytes": sections.get(".rodata", 0),
-            "data_image_bytes": sections.get(".data", 0),
-        },
-        "ram": {
-            "region": data,
-            "data_bytes": sections.get(".data", 0),
-            "bss_bytes": sections.get(".bss", 0),
-            "workspace_bytes": symbols.get("g_workspace", 0),
-            "stack_bytes": STACK_SIZE,
-            "min_heap_bytes": MIN_HEAP_SIZE,
-        },
-    }
-
-
-def format_report(report: Dict[str, Any]) -> str:
-    lines = [f"build report: {report['board']} ({report['core']})"]
-    for r in report["regions"]:
-        share = 100.0 * r["used"] / r["length"] if r["length"] else 0.0
-        lines.append(f"  {r['name']:<6} {r['used']:>10,} of {r['length']:>10,} bytes ({share:.1f}%)")
-    f, m = report["flash"], report["ram"]
-    lines.append(
-        f"  flash: code {f['code_bytes']:,}, constants {f['constants_bytes']:,}, initial data {f['data_image_bytes']:,}"
-    )
-    lines.append(
-        f"  ram: workspace {m['workspace_bytes']:,}, other static {m['data_bytes'] + m['bss_bytes'] - m['workspace_bytes']:,}, "
-        f"stack {m['stack_bytes']:,}, heap for tensors: the rest"
-    )
-    return "\n".join(lines)
-
-
-def _boot_check(board: Dict[str, Any], image: Path, icount: bool, timeout_sec: float = BOOT_TIMEOUT_SEC) -> float:
-    """Starts QEMU on ``image``, asks the firmware hello, ends QEMU; seconds to the answer."""
-    from microtvm_registry.device import protocol
-    from microtvm_registry.device.qemu import QemuBoard
-    from microtvm_registry.device.serial_transport import SerialTransport
-
-    qemu = QemuBoard(board["qemu"]["machine"], image, 0 if icount else None, board=board["name"])
-    start = time.monotonic()
-    qemu.start()
-    try:
-        link = SerialTransport(qemu.pty, alive=qemu.exit_reason)
-        try:
-            link.write(protocol.encode_frame(protocol.MSG_HELLO), 5)
-            decoder = protocol.FrameDecoder()
-            deadline = start + timeout_sec
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise CortexMError(
-                        f"the firmware did not answer on {board['name']} within {timeout_sec:g} s of QEMU starting; "
-                        "QEMU was stopped and nothing was flashed"
-                    )
-                try:
-                    frames = decoder.feed(link.read(4096, min(left, 1.0)))
-                except server.IoTimeoutError:
-                    continue
-                except server.TransportClosedError as err:
-                    raise CortexMError(f"{err or 'QEMU ended'} before the firmware answered; nothing was flashed") from None
-                if frames:
-                    if frames[0].type != protocol.REPLY_HELLO:
-                        raise CortexMError(f"the firmware answered hello with message type 0x{frames[0].type:02x}")
-                    return time.monotonic() - start
-        finally:
-            link.close()
-    finally:
-        qemu.close()
-
-
-def _auto_port(board: Dict[str, Any]) -> str:
-    """The one connected device that can be this board (``serial_port=auto``)."""
-    from microtvm_registry.boards.discovery import pick_port
-    from microtvm_registry.errors import BoardError
-
-    try:
-        return pick_port(board["name"])
-    except BoardError as err:
-        raise CortexMError(str(err)) from None
-
-
-class Handler(server.ProjectAPIHandler):
-    def __init__(self) -> None:
-        super().__init__()
-        self._transport = None
-        self._qemu = None
-
-    def server_info_query(self, tvm_version: str) -> server.ServerInfo:
-        return server.ServerInfo(
-            platform_name="cortex-m",
-            is_template=IS_TEMPLATE,
-            model_library_format_path="" if IS_TEMPLATE else str(PROJECT_DIR / MODEL_TAR_NAME),
-            project_options=PROJECT_OPTIONS,
-        )
+class Handler(kit.TemplateServer):
+    platform_name = "cortex-m"
+    project_options = PROJECT_OPTIONS
 
     # -------------------------------------------------------------- generate
 
-    def generate_project(self, model_library_format_path, standalone_crt_dir, project_dir, options):
-        options = options or {}
+    def project_config(self, options: Mapping[str, Any]) -> Dict[str, Any]:
         board = _board(options.get("board"))
         opt = options.get("opt_level") or "-O2"
         if opt not in OPT_LEVELS:
-            raise CortexMError(f"option opt_level={opt!r} is not one of {', '.join(OPT_LEVELS)}")
-        config = {
+            raise kit.TemplateKitError(f"option opt_level={opt!r} is not one of {', '.join(OPT_LEVELS)}")
+        return {
             "board": board["name"],
             "opt_level": opt,
-            "workspace_size_bytes": _int_option(options, "workspace_size_bytes", None),
+            "workspace_size_bytes": kit.int_option(options, "workspace_size_bytes", None),
             "icount": kit.bool_option(options.get("icount"), True),
         }
-        try:
-            with kit.staged_project(Path(project_dir)) as out:
-                self._populate(out, Path(model_library_format_path), board, config)
-        except kit.TemplateKitError as err:
-            raise CortexMError(str(err)) from None
 
-    def _populate(self, out: Path, mlf_path: Path, board: Dict[str, Any], config: Dict[str, Any]) -> None:
-        shutil.copy2(__file__, out / "microtvm_api_server.py")
-        shutil.copy2(PROJECT_DIR / "boards.json", out / "boards.json")
-        shutil.copy2(PROJECT_DIR / "firmware.ld.template", out / "firmware.ld.template")
+    def populate(self, out: Path, mlf_path: Path, config: Dict[str, Any]) -> None:
+        board = BOARDS[config["board"]]
+        for name in ("boards.json", "firmware.ld.template"):
+            shutil.copy2(PROJECT_DIR / name, out / name)
         shutil.copytree(kit.shared_runtime(PROJECT_DIR), out / "runtime")
         shutil.copytree(PROJECT_DIR / "src", out / "src")
         _library, config["workspace_size_bytes"] = kit.add_model(
@@ -378,7 +196,8 @@ class Handler(server.ProjectAPIHandler):
         (out / "src" / "board_config.h").write_text(
             board_config_header(board, config["workspace_size_bytes"], config["icount"])
         )
-        (out / "firmware.ld").write_text(linker_script(board))
+        template = (PROJECT_DIR / "firmware.ld.template").read_text()
+        (out / "firmware.ld").write_text(kit.linker_script(template, board, STACK_SIZE, MIN_HEAP_SIZE))
         makefile = (PROJECT_DIR / "Makefile.template").read_text()
         (out / "Makefile").write_text(
             makefile.replace("@BOARD@", board["name"])
@@ -386,60 +205,46 @@ class Handler(server.ProjectAPIHandler):
             .replace("@OPT@", config["opt_level"])
             .replace("@UART_DRIVER@", UART_DRIVERS[board["uart"]["kind"]])
         )
-        (out / PROJECT_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     # ----------------------------------------------------------------- build
 
-    def _board_of_project(self) -> Dict[str, Any]:
-        if IS_TEMPLATE:
-            raise CortexMError("this is the template, not a generated project; run generate_project first")
-        return _board(CONFIG.get("board"))
+    def board(self) -> Dict[str, Any]:
+        self.require_project()
+        try:
+            return _board(self.config.get("board"))
+        except kit.TemplateKitError as err:
+            raise kit.template_error(str(err)) from None
 
     def build(self, options):
-        options = options or {}
-        board = self._board_of_project()
+        self.board()
         if shutil.which(TOOLCHAIN) is None:
-            raise CortexMError(f"{TOOLCHAIN} is not on PATH, and cortex-m firmware needs it; install it with: {TOOLCHAIN_HINT}")
-        make = shutil.which("make")
-        if make is None:
-            raise CortexMError("`make` is not on PATH; install make (e.g. apt-get install make)")
-        verbose = kit.bool_option(options.get("verbose"))
-        cmd = [make, "-C", str(PROJECT_DIR)] + (["V=1"] if verbose else [])
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        output = proc.stdout.decode("utf-8", "replace")
-        if verbose:
-            sys.stderr.write(output)
-        if proc.returncode != 0:
-            lines = output.rstrip().splitlines()
-            overflow = _OVERFLOW_RE.search(output)
-            if overflow:
-                name, extra = overflow.group(1), int(overflow.group(2))
-                region = next(r for r in board["memory"] if r["name"] == name)
-                have = int(region["length"])
-                raise CortexMError(
-                    f"the firmware does not fit {board['name']}: region {name} needs {have + extra} bytes, "
-                    f"the board has {have} (over by {extra}); use a smaller model or workspace_size_bytes"
-                )
-            tail = "\n".join(lines[-BUILD_LOG_TAIL_LINES:])
-            raise CortexMError(
-                f"build of {PROJECT_DIR} failed (make exited {proc.returncode}): {kit.telling_line(lines)}; "
-                f"the compiler's last lines:\n{tail}"
+            raise kit.template_error(
+                f"{TOOLCHAIN} is not on PATH, and cortex-m firmware needs it; install it with: {FAMILY.toolchain.install_hint}"
             )
-        report = build_report(PROJECT_DIR / FIRMWARE, board)
+        super().build(options)
+
+    def explain_build_failure(self, output: str):
+        return kit.explain_overflow(output, self.board())
+
+    def after_build(self, output: str) -> None:
+        report = kit.build_report(PROJECT_DIR / FIRMWARE, self.board(), STACK_SIZE, MIN_HEAP_SIZE)
         (PROJECT_DIR / "build" / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n")
-        sys.stderr.write(format_report(report) + "\n")
+        sys.stderr.write(kit.format_report(report) + "\n")
 
     # ----------------------------------------------------------------- flash
 
     def flash(self, options):
         options = options or {}
-        board = self._board_of_project()
+        board = self.board()
         image = PROJECT_DIR / FIRMWARE
         if not image.is_file():
-            raise CortexMError(f"{image} does not exist; build the project first")
+            raise kit.template_error(f"{image} does not exist; build the project first")
         if board.get("qemu"):
-            timeout = _int_option(options, "boot_timeout_sec", int(BOOT_TIMEOUT_SEC))
-            seconds = _boot_check(board, image, CONFIG.get("icount", True), float(timeout or BOOT_TIMEOUT_SEC))
+            try:
+                timeout = kit.int_option(options, "boot_timeout_sec", int(BOOT_TIMEOUT_SEC))
+                seconds = kit.boot_check(board, image, self.config.get("icount", True), float(timeout or BOOT_TIMEOUT_SEC))
+            except kit.TemplateKitError as err:
+                raise kit.template_error(str(err)) from None
             target = PROJECT_DIR / FLASHED
             target.parent.mkdir(exist_ok=True)
             tmp = target.with_name(f".{target.name}.tmp")
@@ -457,7 +262,7 @@ class Handler(server.ProjectAPIHandler):
         elif shutil.which("pyocd"):
             cmd = ["pyocd", "flash", "-t", board["pyocd_target"], str(image)]
         else:
-            raise CortexMError(
+            raise kit.template_error(
                 f"flashing {board['name']} needs pyOCD (pip install pyocd) or -o flash_command='TOOL ... {{elf}}'"
             )
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -466,74 +271,34 @@ class Handler(server.ProjectAPIHandler):
             sys.stderr.write(output)
         if proc.returncode != 0:
             last = (output.strip().splitlines() or ["no output"])[-1]
-            raise CortexMError(f"flashing {board['name']} with {cmd[0]} failed (exit {proc.returncode}): {last}")
+            raise kit.template_error(f"flashing {board['name']} with {cmd[0]} failed (exit {proc.returncode}): {last}")
 
     # ------------------------------------------------------------- transport
 
-    def open_transport(self, options):
-        from microtvm_registry.device.qemu import QemuBoard, QemuError, install_signal_cleanup
-        from microtvm_registry.device.serial_transport import SerialPortError, SerialTransport
-
-        options = options or {}
-        board = self._board_of_project()
-        self.close_transport()
-        try:
-            if board.get("qemu"):
-                image = PROJECT_DIR / FLASHED
-                if not image.is_file():
-                    raise CortexMError(f"{image} does not exist; flash the project first (microtvm flash {PROJECT_DIR})")
-                install_signal_cleanup()
-                self._qemu = QemuBoard(
-                    board["qemu"]["machine"], image, 0 if CONFIG.get("icount", True) else None, board=board["name"]
-                )
-                self._qemu.start()
-                self._transport = SerialTransport(self._qemu.pty, alive=self._qemu.exit_reason)
-            else:
-                port = options.get("serial_port") or ""
-                if not port:
-                    raise CortexMError(f"option serial_port is required for {board['name']} (a port, or 'auto')")
-                if port == "auto":
-                    port = _auto_port(board)
-                self._transport = SerialTransport(port)
-        except (QemuError, SerialPortError) as err:
-            self.close_transport()
-            raise CortexMError(str(err)) from None
-        except BaseException:
-            self.close_transport()
-            raise
-        return server.TransportTimeouts(
+    def open_device(self, options: Mapping[str, Any]):
+        board = self.board()
+        self._qemu = None
+        if board.get("qemu"):
+            image = PROJECT_DIR / FLASHED
+            if not image.is_file():
+                raise kit.TemplateKitError(f"{image} does not exist; flash the project first (microtvm flash {PROJECT_DIR})")
+            transport, self._qemu = kit.open_emulated(board, image, self.config.get("icount", True))
+        else:
+            port = options.get("serial_port") or ""
+            if not port:
+                raise kit.TemplateKitError(f"option serial_port is required for {board['name']} (a port, or 'auto')")
+            transport = kit.open_serial(port, board["name"])
+        return transport, server.TransportTimeouts(
             session_start_retry_timeout_sec=2.0,
             session_start_timeout_sec=10.0,
             session_established_timeout_sec=30.0,
         )
 
-    def close_transport(self):
-        transport, self._transport = self._transport, None
-        qemu, self._qemu = self._qemu, None
-        if transport is not None:
-            transport.close()
+    def close_device(self) -> None:
+        qemu, self._qemu = getattr(self, "_qemu", None), None
         if qemu is not None:
             qemu.close()
 
-    def _live(self):
-        if self._transport is None:
-            raise server.TransportClosedError()
-        return self._transport
-
-    def read_transport(self, n, timeout_sec):
-        try:
-            return self._live().read(n, timeout_sec)
-        except server.TransportClosedError:
-            self.close_transport()
-            raise
-
-    def write_transport(self, data, timeout_sec):
-        try:
-            self._live().write(data, timeout_sec)
-        except server.TransportClosedError:
-            self.close_transport()
-            raise
-
 
 if __name__ == "__main__":
-    server.main(Handler())
+    server.main(Handler(__file__))

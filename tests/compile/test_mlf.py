@@ -8,7 +8,8 @@ import tarfile
 import pytest
 
 from microtvm_registry.errors import UnsafeSourceError
-from microtvm_registry.compile import mlf
+from microtvm_registry.compile import mlf as mlf_export
+from microtvm_registry.formats import mlf
 
 
 def _tar(path, members):
@@ -113,7 +114,7 @@ def _kernels(tvm):
 
 @pytest.mark.needs_tvm
 def test_export_writes_mlf_v7_with_headers_and_call_info(tvm, tmp_path):
-    path = mlf.export_model_library_format(_kernels(tvm), tmp_path / "model.tar", model_name="k")
+    path = mlf_export.export_model_library_format(_kernels(tvm), tmp_path / "model.tar", model_name="k")
     with tarfile.open(path, "r:") as tar:
         members = {m.name: m for m in tar.getmembers()}
         meta = json.loads(tar.extractfile("./metadata.json").read())
@@ -146,7 +147,7 @@ def test_export_of_a_built_module_reads_arguments_from_the_c(tvm, tmp_path):
     built = tvm.tirx.build(
         tvm.IRModule({"rowsum": _kernels(tvm)["rowsum"].with_attr("global_symbol", "rowsum")}), target="c"
     )
-    path = mlf.export_model_library_format(built, tmp_path / "built.tar")
+    path = mlf_export.export_model_library_format(built, tmp_path / "built.tar")
     fn = mlf.load_model_library_format(path).function("rowsum")
     assert [a.role for a in fn.args] == ["input", "output"]
     assert fn.args[0].shape == (8, 4)
@@ -160,5 +161,5 @@ def test_export_refuses_symbolic_shapes(tvm, tmp_path):
     a = te.placeholder((n,), name="A")
     b = te.compute((n,), lambda i: a[i] + 1, name="B")
     with pytest.raises(mlf.ModelLibraryError, match="symbolic shape"):
-        mlf.export_model_library_format(tvm.IRModule({"f": te.create_prim_func([a, b])}), tmp_path / "x.tar")
+        mlf_export.export_model_library_format(tvm.IRModule({"f": te.create_prim_func([a, b])}), tmp_path / "x.tar")
     assert not (tmp_path / "x.tar").exists()

@@ -14,7 +14,8 @@ pytest.importorskip("tvm")
 pytestmark = pytest.mark.needs_tvm
 
 from microtvm_registry.errors import SessionError  # noqa: E402
-from microtvm_registry.compile import mlf
+from microtvm_registry.compile import mlf as mlf_export
+from microtvm_registry.formats import mlf
 from microtvm_registry.device import protocol
 from microtvm_registry.device.protocol import DeviceError, FrameError  # noqa: E402
 from microtvm_registry.device.session import Session  # noqa: E402
@@ -210,7 +211,7 @@ def test_corrupted_request_is_refused_by_the_device(project):
 
 
 def _handmade_mlf(tmp_path, name, source, functions):
-    return mlf.write_model_library_format(
+    return mlf_export.write_model_library_format(
         tmp_path / f"{name}.tar", c_sources={f"{name}_lib0.c": source}, functions=functions, model_name=name
     )
 

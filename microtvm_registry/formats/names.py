@@ -9,7 +9,7 @@ name is kept beside it in the model's facts, for people.
 from __future__ import annotations
 
 import re
-from typing import Iterable, List, Sequence
+from typing import Dict, Iterable, List, Sequence
 
 #: Longest identifier we derive: long enough to stay recognisable, short enough for any linker.
 MAX_IDENTIFIER = 48
@@ -61,3 +61,10 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return repr(text)[1:-1]
+
+
+def c_name_map(model_names: Sequence[str], reserved: Iterable[str] = ()) -> Dict[str, str]:
+    """model name -> the C-safe identifier used for it everywhere in C, files and the MLF (a name
+    listed twice, an input that is also an output, gets one identifier)."""
+    unique = list(dict.fromkeys(model_names))
+    return dict(zip(unique, c_identifiers(unique, reserved)))

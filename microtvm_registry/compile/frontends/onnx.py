@@ -1,6 +1,7 @@
-"""Reading an ONNX model for compilation: the file, its input shapes, its operators, then TVM's
-importer. Everything a user can get wrong is found here, before TVM runs, and said in one line
-(a corrupt file, a dynamic shape with no ``--input``, operators the importer lacks).
+"""The ONNX frontend: the file, its input shapes, its operators, then TVM's importer, and for a
+QDQ model (onnxruntime's ``quantize_static``) the integer rewrite with onnxruntime's arithmetic
+(:mod:`.onnx_qdq`). Everything a user can get wrong is found here, before TVM runs, and said in
+one line (a corrupt file, a dynamic shape with no ``--input``, operators the importer lacks).
 
 onnx and tvm are imported inside the functions: ``microtvm`` without the extras still starts.
 """
@@ -10,13 +11,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-from ..errors import MicrotvmError
+from ...errors import ModelError, first_line
+from ...formats.names import c_name_map
+from . import ARITHMETIC_FLOAT, ARITHMETIC_ONNXRUNTIME, ImportedModel, TensorFacts, fix_shapes, require_tvm
+
+FORMAT = "onnx"
 
 ONNX_MISSING = "onnx is not installed; pip install 'microtvm-registry[onnx]' (or pip install onnx)"
-
-
-class ModelError(MicrotvmError):
-    """The model cannot be compiled: a bad file, a shape, an operator (the message says which)."""
 
 
 def _onnx():
@@ -36,19 +37,14 @@ def load_onnx(path: Path) -> Any:
     try:
         model = onnx.load(str(path))
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError, others; all mean "not ONNX"
-        raise ModelError(f"{path} is not a readable ONNX model ({type(err).__name__}: {_first_line(err)}); re-export it") from None
+        raise ModelError(f"{path} is not a readable ONNX model ({type(err).__name__}: {first_line(err)}); re-export it") from None
     if not model.graph.node:
         raise ModelError(f"{path} holds no graph (not an ONNX model, or an empty one); re-export it")
     try:
         onnx.checker.check_model(model)
     except Exception as err:  # noqa: BLE001 - onnx.checker.ValidationError and friends
-        raise ModelError(f"{path} fails ONNX's checker: {_first_line(err)}") from None
+        raise ModelError(f"{path} fails ONNX's checker: {first_line(err)}") from None
     return model
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def graph_inputs(model: Any) -> List[Tuple[str, List[Any], str]]:
@@ -62,53 +58,13 @@ def graph_inputs(model: Any) -> List[Tuple[str, List[Any], str]]:
         ttype = value.type.tensor_type
         dims: List[Any] = []
         for d in ttype.shape.dim:
-            if d.HasField("dim_value") and d.dim_value > 0:
+            if d.HasField("dim_value") and d.dim_value >= 0:
                 dims.append(int(d.dim_value))
             else:
                 dims.append(d.dim_param or "?")
         dtype = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type).name if ttype.elem_type else "float32"
         found.append((value.name, dims, dtype))
     return found
-
-
-def parse_input_shapes(pairs: Sequence[str]) -> Dict[str, List[int]]:
-    """``["x=1,1,49,10"]`` (also ``1x1x49x10``) -> ``{"x": [1, 1, 49, 10]}``."""
-    shapes: Dict[str, List[int]] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        try:
-            dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
-        except ValueError:
-            dims = []
-        if not sep or not name or not dims or any(d <= 0 for d in dims):
-            raise ModelError(f"--input {pair!r} is not of the form NAME=D0,D1,... with positive sizes")
-        shapes[name] = dims
-    return shapes
-
-
-def input_shapes(model: Any, given: Mapping[str, Sequence[int]], path: Path) -> Dict[str, List[int]]:
-    """Every input's static shape: the model's own, or the one given; a dynamic dimension left
-    open is an error naming the input and the flag that fixes it."""
-    inputs = graph_inputs(model)
-    names = [n for n, _, _ in inputs]
-    unknown = [n for n in given if n not in names]
-    if unknown:
-        raise ModelError(f"--input {unknown[0]}: {path.name} has no input of that name; its inputs: {', '.join(names)}")
-    shapes = {}
-    for name, dims, _dtype in inputs:
-        if name in given:
-            want = list(given[name])
-            if len(want) != len(dims) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
-                raise ModelError(f"--input {name}={','.join(map(str, want))} does not fit the model's shape {dims}")
-            shapes[name] = want
-        elif all(isinstance(d, int) for d in dims):
-            shapes[name] = list(dims)
-        else:
-            example = ",".join(str(d) if isinstance(d, int) else "1" for d in dims)
-            raise ModelError(
-                f"input {name} of {path.name} has a dynamic shape {dims}; give it a static one: --input {name}={example}"
-            )
-    return shapes
 
 
 def operator_counts(model: Any) -> Dict[str, int]:
@@ -161,7 +117,7 @@ def import_onnx(model: Any, shapes: Mapping[str, Sequence[int]], path: Path) -> 
     try:
         return from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()})
     except Exception as err:  # noqa: BLE001 - the importer raises many kinds; all mean "cannot import"
-        message = f"apache-tvm could not import {path.name}: {type(err).__name__}: {_first_line(err)}"
+        message = f"apache-tvm could not import {path.name}: {type(err).__name__}: {first_line(err)}"
         _free_quietly(err)
     raise ModelError(message)
 
@@ -193,3 +149,35 @@ def quantized_operators(model: Any) -> List[str]:
     dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     ops = {n.op_type for n in model.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear") and dequantized & set(n.input)}
     return sorted(ops)
+
+
+def sniff(head: bytes, suffix: str) -> bool:
+    """An ONNX file is a protobuf ModelProto: by its suffix, or by its usual first field
+    (``ir_version``, field 1 as a varint: tag byte 0x08)."""
+    return suffix == ".onnx" or head[:1] == b"\x08"
+
+
+def import_model(path: Path, given: Mapping[str, Sequence[int]], reserved: Sequence[str]) -> ImportedModel:
+    """The ONNX model at ``path`` as Relax, inputs and outputs under C names (see the package)."""
+    model = load_onnx(path)
+    declared = graph_inputs(model)
+    shapes = fix_shapes([(n, dims) for n, dims, _ in declared], given, path.name)
+    require_tvm()
+    dtypes = {n: dtype for n, _, dtype in declared}
+    input_names, output_names = list(shapes), [o.name for o in model.graph.output]
+    c_names = c_name_map(input_names + output_names, reserved)
+    mod = import_onnx(renamed(model, c_names), {c_names[k]: v for k, v in shapes.items()}, path)
+    inputs = [TensorFacts(n, c_names[n], dtypes[n], tuple(shapes[n])) for n in input_names]
+    outputs = [TensorFacts(n, c_names[n], "", ()) for n in output_names]  # dtype and shape: the plan's
+    imported = ImportedModel(FORMAT, mod, inputs, outputs, operator_counts(model))
+    if quantized_operators(model):
+        # A QDQ model: dequantize -> op -> quantize becomes integer arithmetic where a pattern
+        # matches (int8 weights and activations, int32 accumulation); the rest stays float32.
+        from .onnx_qdq import rewrite_qdq
+
+        imported.mod, integer_ops, imported.float_ops = rewrite_qdq(imported.mod)
+        imported.integer_ops = sorted(set(integer_ops))
+        imported.arithmetic = ARITHMETIC_ONNXRUNTIME
+    else:
+        imported.arithmetic = ARITHMETIC_FLOAT
+    return imported

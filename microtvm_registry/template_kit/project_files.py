@@ -1,15 +1,15 @@
-"""What our packaged templates' servers (host, cortex-m) share when they turn a Model Library
-Format into a project: option parsing, the shared device runtime, building a project beside its
-final place, adding the model (extract, check, function table, workspace from the plan) and the
+"""The files of a generated project: option parsing, the shared device runtime, building a
+project beside its final place, adding the model (extract, check, function table, workspace from
+the plan), the project's own settings (with the microtvm-registry version that made it), and the
 one line of a failed build that says why.
 
 Every failure is a ``TemplateKitError``: a server turns it into its own ServerError, so the
-message crosses the Project API unchanged. The servers run under the client's interpreter, which
-has microtvm_registry installed; TVM's own templates do not use this.
+message crosses the Project API unchanged.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +18,11 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..errors import ProjectError
 from ..files import current_umask
-from . import mlf
+from ..formats import mlf
+
+
+#: Where a generated project keeps the model it was made from (its presence marks a project).
+MODEL_TAR_NAME = "model.tar"
 
 
 class TemplateKitError(ProjectError):
@@ -83,14 +87,15 @@ def add_model(out: Path, mlf_path: Path, workspace: Optional[int], default_works
     """Copies the MLF into ``out`` (model.tar, extracted to model/), checks it carries the TVM
     headers, writes ``src/function_table.c``, and returns the library and the workspace to give
     generated code (a compiled model's plan sizes it; see compile.model.project_workspace_bytes)."""
-    from .model import ModelError, project_workspace_bytes
+    from ..errors import ModelError
+    from ..formats.plan import project_workspace_bytes
 
     mlf_path = Path(mlf_path)
     if not mlf_path.is_file():
         raise TemplateKitError(f"model library {mlf_path} does not exist; export one with microtvm_registry.compile.mlf")
-    shutil.copy2(mlf_path, out / "model.tar")
+    shutil.copy2(mlf_path, out / MODEL_TAR_NAME)
     try:
-        mlf.safe_extract(out / "model.tar", out / "model")
+        mlf.safe_extract(out / MODEL_TAR_NAME, out / "model")
         if not (out / "model" / "codegen" / "host" / "include" / "tvm" / "ffi" / "c_api.h").is_file():
             raise TemplateKitError(
                 f"{mlf_path} carries no TVM headers (codegen/host/include/tvm/ffi/c_api.h); "
@@ -119,12 +124,23 @@ def telling_line(lines: List[str]) -> str:
     return useful[-1] if useful else "no output"
 
 
-def config_of(project_dir: Path, name: str) -> Dict[str, Any]:
-    """A generated project's own settings file (``name``), or {} for a template."""
-    import json
+#: A generated project's own settings: the template's choices and who generated it.
+PROJECT_FILE = "project.json"
 
+
+def config_of(project_dir: Path, name: str = PROJECT_FILE) -> Dict[str, Any]:
+    """A generated project's own settings file (``name``), or {} for a template."""
     path = Path(project_dir) / name
     if not path.is_file():
         return {}
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def write_config(out: Path, config: Mapping[str, Any], name: str = PROJECT_FILE) -> None:
+    """The project's settings, with the microtvm-registry version that generated it (a project
+    outlives upgrades: this says which release its files came from)."""
+    from .. import __version__
+
+    data = dict(config, generator={"name": "microtvm-registry", "version": __version__})
+    (Path(out) / name).write_text(json.dumps(data, indent=2) + "\n")

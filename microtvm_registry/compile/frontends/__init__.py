@@ -1,0 +1,139 @@
+"""Model formats: one module per format behind one small interface, chosen by the file's content.
+
+A frontend turns a model file into an :class:`ImportedModel`: TVM's Relax module (inputs and
+outputs already under the C-safe names of :mod:`microtvm_registry.formats.names`), the facts an
+application needs about each input and output (the model's name, the C name, dtype, shape and,
+for quantized tensors, scale and zero point), the operators it holds, and which arithmetic its
+integer operators follow (onnxruntime's for ONNX QDQ models, TFLite Micro's for .tflite).
+
+The format is read from the bytes, not the suffix: a TFLite flatbuffer carries ``TFL3`` at bytes
+4..8; an ONNX file is a protobuf whose first field is ``ir_version``. A file that is neither is
+one line naming both. The frontends import onnx / tflite / tvm inside their functions, so this
+package costs nothing to import.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence
+
+from ...errors import ModelError
+from ...formats.plan import TensorFacts
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tvm
+
+#: format -> the module that reads it (each has ``sniff(head, suffix)`` and ``import_model(...)``).
+FRONTENDS: Dict[str, str] = {"tflite": f"{__name__}.tflite", "onnx": f"{__name__}.onnx"}
+
+#: Arithmetic an integer operator follows, recorded in the model's facts.
+ARITHMETIC_FLOAT = "float32"
+ARITHMETIC_ONNXRUNTIME = "onnxruntime"  # ONNX QDQ: dequantize -> float op -> quantize, rounded as onnxruntime does
+ARITHMETIC_TFLITE = "tflite-micro"  # TFLite's integer kernels, bit for bit
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+@dataclass
+class ImportedModel:
+    """What every frontend hands the compiler (see the module docstring)."""
+
+    format: str
+    mod: "tvm.IRModule"
+    inputs: List[TensorFacts]
+    outputs: List[TensorFacts]
+    operators: Dict[str, int]
+    arithmetic: str = ARITHMETIC_FLOAT
+    integer_ops: List[str] = field(default_factory=list)  # operators computed in integers
+    float_ops: List[str] = field(default_factory=list)  # quantized operators left in float32
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def input_names(self) -> List[str]:
+        return [t.c_name for t in self.inputs]
+
+    @property
+    def output_names(self) -> List[str]:
+        return [t.c_name for t in self.outputs]
+
+
+
+def detect_format(path: Path) -> str:
+    """"tflite" or "onnx", from the file's first bytes (the suffix only breaks a tie)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as err:
+        raise ModelError(f"cannot read model file {path}: {err.strerror or err}") from None
+    for name in FRONTENDS:
+        if _frontend(name).sniff(head, path.suffix.lower()):
+            return name
+    raise ModelError(
+        f"{path} is neither a TFLite model (no '{TFLITE_IDENTIFIER.decode()}' identifier at bytes 4..8) nor an ONNX model; "
+        "export it as .tflite or .onnx"
+    )
+
+
+def _frontend(name: str) -> Any:
+    return importlib.import_module(FRONTENDS[name])
+
+
+def import_model(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None, reserved: Sequence[str] = ()) -> ImportedModel:
+    """The model at ``path`` imported by the frontend of its format; ``shapes`` fixes inputs'
+    dynamic dimensions (by the model's names); ``reserved`` are names the C names must avoid."""
+    fmt = detect_format(Path(path))
+    return _frontend(fmt).import_model(Path(path), dict(shapes or {}), tuple(reserved))
+
+
+def require_tvm() -> None:
+    from importlib.util import find_spec
+
+    if find_spec("tvm") is None:
+        raise ModelError("apache-tvm is not installed; pip install 'microtvm-registry[tvm]'")
+
+
+def parse_input_shapes(pairs: Sequence[str]) -> Dict[str, List[int]]:
+    """``["x=1,1,49,10"]`` (also ``1x1x49x10``) -> ``{"x": [1, 1, 49, 10]}``."""
+    shapes: Dict[str, List[int]] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        try:
+            dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            dims = []
+        if not sep or not name or not dims or any(d <= 0 for d in dims):
+            raise ModelError(f"--input {pair!r} is not of the form NAME=D0,D1,... with positive sizes")
+        shapes[name] = dims
+    return shapes
+
+
+def fix_shapes(declared: Sequence[tuple], given: Mapping[str, Sequence[int]], source: str) -> Dict[str, List[int]]:
+    """Every input's static shape from ``declared`` (name, dims with None/str for dynamic ones)
+    and the shapes ``given`` by the user; a dynamic dimension left open is an error naming the
+    input and the flag that fixes it."""
+    names = [n for n, _ in declared]
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise ModelError(f"--input {unknown[0]}: {source} has no input of that name; its inputs: {', '.join(names)}")
+    shapes: Dict[str, List[int]] = {}
+    for name, dims in declared:
+        if any(isinstance(d, int) and not isinstance(d, bool) and d == 0 for d in dims) and name not in given:
+            raise ModelError(f"input {name} of {source} has a dimension of size 0 {list(dims)}; every size must be 1 or more: fix the model")
+        if name in given:
+            want = list(given[name])
+            if len(want) != len(dims) or any(isinstance(d, int) and d != w for d, w in zip(dims, want)):
+                raise ModelError(f"--input {name}={','.join(map(str, want))} does not fit the model's shape {list(dims)}")
+            shapes[name] = want
+        elif all(isinstance(d, int) and d > 0 for d in dims):
+            shapes[name] = [int(d) for d in dims]
+        else:
+            shown = [d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) and d else "?") for d in dims]
+            example = ",".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+            raise ModelError(
+                f"input {name} of {source} has a dynamic shape {shown}; give it a static one: --input {name}={example}"
+            )
+    return shapes

@@ -1,0 +1,126 @@
+"""Bare-metal firmware from a board's description: the linker script made from its memory
+regions, the size report read from the built ELF per region, and the one line a region overflow
+deserves. Nothing here knows an architecture: a board is its ``memory`` list (name, kind
+"code" or "data", origin, length), as boards.json files describe them.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional
+
+_OVERFLOW_RE = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
+
+
+def region(board: Mapping[str, Any], kind: str) -> Dict[str, Any]:
+    """The board's first memory region of ``kind`` ("code" or "data")."""
+    return next(r for r in board["memory"] if r["kind"] == kind)
+
+
+def linker_script(template_text: str, board: Mapping[str, Any], stack_bytes: int, min_heap_bytes: int) -> str:
+    """A linker script template (``@REGIONS@``, ``@CODE@``, ``@DATA@``, ``@BOARD@``,
+    ``@STACK_SIZE@``, ``@MIN_HEAP_SIZE@``) filled in from the board's memory regions."""
+    regions = []
+    for r in board["memory"]:
+        attrs = "rx" if r["kind"] == "code" else "rwx"
+        regions.append(f"  {r['name']} ({attrs}) : ORIGIN = {r['origin']}, LENGTH = {int(r['length'])}")
+    return (
+        template_text.replace("@BOARD@", board["name"])
+        .replace("@REGIONS@", "\n".join(regions))
+        .replace("@CODE@", region(board, "code")["name"])
+        .replace("@DATA@", region(board, "data")["name"])
+        .replace("@STACK_SIZE@", str(stack_bytes))
+        .replace("@MIN_HEAP_SIZE@", str(min_heap_bytes))
+    )
+
+
+def explain_overflow(output: str, board: Mapping[str, Any]) -> Optional[str]:
+    """The linker's "region X overflowed" as one line naming what the board has, or None."""
+    overflow = _OVERFLOW_RE.search(output)
+    if not overflow:
+        return None
+    name, extra = overflow.group(1), int(overflow.group(2))
+    have = int(next(r for r in board["memory"] if r["name"] == name)["length"])
+    return (
+        f"the firmware does not fit {board['name']}: region {name} needs {have + extra} bytes, "
+        f"the board has {have} (over by {extra}); use a smaller model or workspace_size_bytes"
+    )
+
+
+def build_report(elf: Path, board: Mapping[str, Any], stack_bytes: int, min_heap_bytes: int,
+                 symbols: tuple = ("g_workspace",)) -> Dict[str, Any]:
+    """Flash and RAM use read from the ELF, per memory region of the board (pyelftools)."""
+    from elftools.elf.constants import SH_FLAGS
+    from elftools.elf.elffile import ELFFile
+
+    regions = [
+        {"name": r["name"], "kind": r["kind"], "origin": int(r["origin"], 16), "length": int(r["length"]), "used": 0}
+        for r in board["memory"]
+    ]
+
+    def region_of(addr: int) -> Optional[Dict[str, Any]]:
+        return next((r for r in regions if r["origin"] <= addr < r["origin"] + r["length"]), None)
+
+    sections: Dict[str, int] = {}
+    sizes: Dict[str, int] = {}
+    with open(elf, "rb") as fh:
+        elffile = ELFFile(fh)
+        loads = [s for s in elffile.iter_segments() if s["p_type"] == "PT_LOAD"]
+        for sec in elffile.iter_sections():
+            size = sec["sh_size"]
+            if not sec["sh_flags"] & SH_FLAGS.SHF_ALLOC or size == 0:
+                continue
+            sections[sec.name] = size
+            vma = sec["sh_addr"]
+            home = region_of(vma)
+            if home is not None:
+                home["used"] += size
+            if sec["sh_type"] != "SHT_NOBITS":
+                seg = next((s for s in loads if s["p_vaddr"] <= vma < s["p_vaddr"] + max(s["p_memsz"], 1)), None)
+                if seg is not None:
+                    lma_region = region_of(seg["p_paddr"] + (vma - seg["p_vaddr"]))
+                    if lma_region is not None and lma_region is not home:
+                        lma_region["used"] += size
+        symtab = elffile.get_section_by_name(".symtab")
+        if symtab is not None:
+            for name in symbols:
+                found = symtab.get_symbol_by_name(name)
+                if found:
+                    sizes[name] = found[0]["st_size"]
+    return {
+        "board": board["name"],
+        "core": board["core"],
+        "elf": str(elf),
+        "regions": regions,
+        "flash": {
+            "region": region(board, "code")["name"],
+            "code_bytes": sections.get(".text", 0),
+            "constants_bytes": sections.get(".rodata", 0),
+            "data_image_bytes": sections.get(".data", 0),
+        },
+        "ram": {
+            "region": region(board, "data")["name"],
+            "data_bytes": sections.get(".data", 0),
+            "bss_bytes": sections.get(".bss", 0),
+            "workspace_bytes": sizes.get("g_workspace", 0),
+            "stack_bytes": stack_bytes,
+            "min_heap_bytes": min_heap_bytes,
+        },
+    }
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    lines = [f"build report: {report['board']} ({report['core']})"]
+    for r in report["regions"]:
+        share = 100.0 * r["used"] / r["length"] if r["length"] else 0.0
+        lines.append(f"  {r['name']:<6} {r['used']:>10,} of {r['length']:>10,} bytes ({share:.1f}%)")
+    f, m = report["flash"], report["ram"]
+    lines.append(
+        f"  flash: code {f['code_bytes']:,}, constants {f['constants_bytes']:,}, initial data {f['data_image_bytes']:,}"
+    )
+    lines.append(
+        f"  ram: workspace {m['workspace_bytes']:,}, other static {m['data_bytes'] + m['bss_bytes'] - m['workspace_bytes']:,}, "
+        f"stack {m['stack_bytes']:,}, heap for tensors: the rest"
+    )
+    return "\n".join(lines)
+
