@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "__version__",
@@ -27,13 +27,13 @@ def get_packaged_resource(relpath: str) -> Path:
 
 def get_template(spec: str, offline: bool = False) -> Path:
     """The local, verified folder of the template ``spec`` names, fetching it unless offline."""
-    from .templates import get_template as _impl
+    from .template_paths import get_template as _impl
 
     return _impl(spec, offline=offline)
 
 
 def get_microtvm_template_projects(platform: str) -> Path:
     """TVM's function of the same name: the template folder for "crt", "zephyr" or "arduino"."""
-    from .templates import get_microtvm_template_projects as _impl
+    from .template_paths import get_microtvm_template_projects as _impl
 
     return _impl(platform)

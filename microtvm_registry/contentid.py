@@ -50,7 +50,7 @@ def blob_id(data: bytes) -> str:
     return h.hexdigest()
 
 
-def file_blob_id(path: Union[str, os.PathLike]) -> str:
+def file_blob_id(path: Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]) -> str:
     """The git blob id of the file at ``path`` (read in chunks: large files stay cheap)."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -100,9 +100,9 @@ def _tree_digest(folder: bytes, mounts: Optional[Dict[bytes, bytes]] = None, ski
         return None
     entries.sort(key=lambda e: e[0])
     body = bytearray()
-    for key, mode, raw in entries:
-        name = key[:-1] if mode == b"40000" else key
-        body += mode + b" " + name + b"\0" + raw
+    for key, kind, digest in entries:
+        name = key[:-1] if kind == b"40000" else key
+        body += kind + b" " + name + b"\0" + digest
     h = hashlib.sha1(b"tree %d\0" % len(body))
     h.update(body)
     return h.digest()

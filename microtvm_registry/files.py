@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Type
 
 
 
@@ -32,30 +32,27 @@ def load_toml_bytes(data: bytes, *, memo: bool = False) -> Dict[str, Any]:
     trusted (a packaged index, a lockfile, our config) is never read through one.
     """
     text = data.decode("utf-8")
-    memo = _toml_memo_path(data) if memo else None
-    if memo is not None:
+    memo_path = _toml_memo_path(data) if memo else None
+    if memo_path is not None:
         try:
-            with open(memo, "r", encoding="utf-8") as fh:
+            with open(memo_path, "r", encoding="utf-8") as fh:
                 stored = json.load(fh)
             if stored.get("toml") == text and isinstance(stored.get("doc"), dict):
                 return stored["doc"]
         except (OSError, ValueError, AttributeError, RecursionError):
             pass
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - exercised on 3.9/3.10
-        import tomli as tomllib
+    tomllib = _toml_module()
     try:
         doc = tomllib.loads(text)
     except RecursionError:
         raise tomllib.TOMLDecodeError("nested too deeply (a real file is a few levels deep)") from None
-    if memo is not None:
+    if memo_path is not None:
         try:
             payload = json.dumps({"toml": text, "doc": doc})  # TypeError for TOML dates: skip
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_path.with_name(f".{memo_path.name}.{os.getpid()}.tmp")
             tmp.write_text(payload, encoding="utf-8")
-            os.replace(tmp, memo)
+            os.replace(tmp, memo_path)
         except (OSError, TypeError, ValueError):
             pass
     return doc
@@ -83,12 +80,18 @@ def read_toml_config(path: Path, error: type, what: str) -> Optional[Dict[str, A
         raise error(f"{path}: cannot read {what}: {err}; fix or delete the file") from None
 
 
-def toml_decode_error() -> type:
+def _toml_module() -> Any:
+    """tomllib (3.11+) or its backport tomli (3.10)."""
     if sys.version_info >= (3, 11):
         import tomllib
-    else:  # pragma: no cover
+    else:  # pragma: no cover - exercised on 3.10
         import tomli as tomllib
-    return tomllib.TOMLDecodeError
+    return tomllib
+
+
+def toml_decode_error() -> Type[Exception]:
+    error: Type[Exception] = _toml_module().TOMLDecodeError
+    return error
 
 
 #: How long a read-modify-write waits for another process's before giving up with a message.

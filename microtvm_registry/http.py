@@ -19,11 +19,12 @@ requests is imported only when a download happens (warm paths never pay for it).
 from __future__ import annotations
 
 import email.utils
-import os
 import time
 from typing import Any, BinaryIO, Callable, Dict, Mapping, Optional, Tuple
 
 from .errors import FetchError, first_line
+from . import limits
+from .limits import env_number
 
 DEADLINE_ENV = "MICROTVM_REGISTRY_DOWNLOAD_DEADLINE"
 DEFAULT_DEADLINE = 300.0
@@ -32,24 +33,14 @@ MAX_REDIRECTS = 10
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-def _env_number(env: str, default: float, unit: str) -> float:
-    """A positive number from ``env``, or ``default``; anything else names the variable."""
-    text = os.environ.get(env, "")
-    try:
-        value = float(text) if text.strip() else default
-    except ValueError:
-        raise FetchError(f"{env}={text!r} is not a number of {unit}") from None
-    return value if value > 0 else default
-
-
 def deadline_seconds() -> float:
     """The overall deadline of one download, from the environment or the default."""
-    return _env_number(DEADLINE_ENV, DEFAULT_DEADLINE, "seconds")
+    return env_number(DEADLINE_ENV, DEFAULT_DEADLINE, "seconds", FetchError)
 
 
 def byte_limit(env: str, default: int) -> int:
-    """A size limit from ``env`` (bytes) or ``default``."""
-    return int(_env_number(env, default, "bytes"))
+    """A download's size limit from ``env`` (bytes) or ``default``."""
+    return limits.byte_limit(env, default, FetchError)
 
 
 def retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:

@@ -132,7 +132,7 @@ def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
                 f"no packaged resource {relpath!r}; {where}/ has: {', '.join(known) or 'nothing'}"
             )
         node = child
-    from . import __version__
+    from ._version import __version__
     from .dirs import cache_dir
 
     import hashlib

@@ -385,9 +385,9 @@ class TemplateProject(_Project):
         placed = False
         try:
             if crt is None:
-                placeholder = Path(tempfile.mkdtemp(prefix="microtvm-empty-standalone-crt-"))
+                crt = placeholder = Path(tempfile.mkdtemp(prefix="microtvm-empty-standalone-crt-"))
             try:
-                client.generate_project(mlf, crt or placeholder, staged, sent)
+                client.generate_project(mlf, crt, staged, sent)
             except Exception as err:
                 if placeholder is not None and str(placeholder) in str(getattr(err, "data", "") or ""):
                     raise ProjectError(

@@ -1,165 +1,94 @@
-"""The package follows the data flow: every import points down a floor, and nothing imports in a circle.
+"""The package follows the data flow: the layering contract in pyproject.toml (import-linter's
+``[tool.importlinter]``) is kept, it names every module, and its stages come in DESIGN.md's order.
 
-Imports inside functions count too (they are how the warm paths stay light, but they still tie
-modules together). One exception: ``from microtvm_registry import __version__`` reads a constant
-from the package root, whose public functions only forward to lower modules.
+import-linter reads every import, inside functions too (they are how the warm paths stay light,
+but they still tie modules together), and checks the layers and that no package's modules import
+each other in a circle. What it cannot know is that the contract is the one DESIGN.md describes:
+that is checked here, against ../shared/DESIGN.md's sentence "Packages follow these stages".
 """
 from __future__ import annotations
 
-import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "microtvm_registry"
-ROOT = Path(__file__).resolve().parents[1] / PACKAGE
-
-#: Floors, lowest first. A module may import modules of its own floor or lower ones.
-FLOORS: List[List[str]] = [
-    # the base every stage may use
-    ["errors", "dirs", "files", "contentid", "packaged", "procs", "progress", "http", "project_api", "project_api.server"],
-    # shared data: the MLF model, the plan, dtypes, names, target families
-    ["formats", "formats.dtypes", "formats.names", "formats.plan", "formats.mlf", "targets"],
-    # registry, plain data and formats: no I/O beyond reading the file it is given
-    ["registry", "registry.models", "registry.sources", "registry.index_format", "registry.lockfile"],
-    # registry, where indexes come from and what a spec means
-    ["registry.packaged_indexes", "registry.extra_indexes", "registry.plugins", "registry.catalog",
-     "registry.resolve"],
-    ["fetch", "fetch.staging", "fetch.git", "fetch.archive", "fetch.mirrors"],
-    ["cache", "cache.store", "cache.trust"],
-    ["templates", "locking"],
-    ["project_api.client", "project_api.tvm_compat"],
-    ["project"],
-    ["device", "device.protocol", "device.session", "device.serial_transport", "device.qemu"],
-    # the board database (shipped data) and what is plugged in (pyserial, pyusb, running QEMUs)
-    ["boards", "boards.database", "boards.discovery"],
-    ["compile", "compile.mlf", "compile.frontends", "compile.frontends.onnx", "compile.frontends.onnx_qdq",
-     "compile.frontends.tflite", "compile.kernels", "compile.kernels.tvm", "compile.lower",
-     "compile.model_c", "compile.model", "compile.sample_models", "compile.schedules", "compile.tuning_records"],
-    # tuning: compiles kernels, builds and flashes them on a board, measures them
-    ["tuning", "tuning.tuner"],
-    # what template servers are written against
-    ["template_kit", "template_kit.project_files", "template_kit.server_base", "template_kit.firmware",
-     "template_kit.emulated"],
-    ["host", "host.mlf", "host.protocol", "host.session", "cli", "cli._common", "cli.registry_cmds",
-     "cli.project_cmds", "cli.host_cmds", "cli.board_cmds", "cli.compile_cmds", "__main__"],
-]
-FLOOR: Dict[str, int] = {name: n for n, names in enumerate(FLOORS) for name in names}
+DESIGN = REPO.parent / "shared" / "DESIGN.md"
+HANG_STOP = 300
 
 
-def module_files() -> Dict[str, Path]:
-    found = {}
-    for path in sorted(ROOT.rglob("*.py")):
-        rel = path.relative_to(ROOT).with_suffix("")
+def _config() -> Dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]
+
+
+def stage_layers() -> List[List[str]]:
+    """The main contract's layers, lowest first, each a list of module names (without the package)."""
+    contract = next(c for c in _config()["contracts"] if c["id"] == "stages")
+    return [[m.strip()[len(PACKAGE) + 1 :] for m in re.split(r"[:|]", layer)] for layer in reversed(contract["layers"])]
+
+
+def module_names() -> List[str]:
+    names = []
+    for path in sorted((REPO / PACKAGE).rglob("*.py")):
+        rel = path.relative_to(REPO / PACKAGE).with_suffix("")
         if "_tvm_shim" in rel.parts:  # copied onto a template server's path; imports nothing of ours
             continue
         parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
-        found[".".join(parts)] = path
-    return found
+        if parts:
+            names.append(".".join(parts))
+    return names
 
 
-def imports_of(name: str, path: Path, known: Set[str]) -> Set[str]:
-    """Every module of ours that ``name`` imports, at any depth of its code."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text("utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".") if package else []
-                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
-                target = ".".join(base + ([node.module] if node.module else []))
-            elif node.module and (node.module == PACKAGE or node.module.startswith(PACKAGE + ".")):
-                target = node.module[len(PACKAGE) + 1 :]
-            else:
-                continue
-            for alias in node.names:
-                sub = f"{target}.{alias.name}" if target else alias.name
-                if target == "" and alias.name == "__version__":
-                    continue  # the root's version constant (see the module docstring)
-                if sub in known:
-                    out.add(sub)
-                elif target in known and target:
-                    out.add(target)
-                else:
-                    raise AssertionError(f"{name}: cannot place import of {sub!r}")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.startswith(PACKAGE + "."):
-                    out.add(alias.name[len(PACKAGE) + 1 :])
-    out.discard(name)
-    return out
+def test_the_layering_contract_is_kept():
+    lint = Path(sys.executable).with_name("lint-imports")  # import-linter's command, beside this Python
+    out = subprocess.run([str(lint), "--no-cache"], cwd=REPO, capture_output=True, text=True, timeout=HANG_STOP)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "broken" in out.stdout and ", 0 broken" in out.stdout
 
 
-@pytest.fixture(scope="module")
-def graph() -> Dict[str, Set[str]]:
-    files = module_files()
-    known = set(files)
-    return {name: imports_of(name, path, known) for name, path in files.items() if name}
+def test_every_module_is_in_a_layer():
+    layered = [m for layer in stage_layers() for m in layer]
+    # a module is placed by its layer, or a package's __init__ by the layers of its modules
+    placed = {name for name in module_names()
+              if any(name == m or name.startswith(m + ".") or m.startswith(name + ".") for m in layered)}
+    assert sorted(set(module_names()) - placed) == [], "add new top-level modules to [tool.importlinter]'s layers"
+    assert sorted(m for m in layered if m not in module_names()) == [], "a layer names a module that does not exist"
 
 
-def test_every_module_has_a_floor(graph):
-    assert sorted(set(graph) - set(FLOOR)) == [], "add new modules to FLOORS"
-    assert sorted(set(FLOOR) - set(graph)) == [], "FLOORS names a module that does not exist"
-
-
-def test_imports_point_down(graph):
-    upward = [
-        f"{mod} (floor {FLOOR[mod]}) imports {dep} (floor {FLOOR[dep]})"
-        for mod, deps in sorted(graph.items())
-        for dep in sorted(deps)
-        if FLOOR[dep] > FLOOR[mod]
-    ]
-    assert upward == []
-
-
-def test_no_import_circle(graph):
-    # Tarjan's strongly connected components: any component of two or more modules is a circle.
-    index: Dict[str, int] = {}
-    low: Dict[str, int] = {}
-    stack: List[str] = []
-    on_stack: Set[str] = set()
-    circles: List[List[str]] = []
-
-    def visit(v: str) -> None:
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                circles.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    assert circles == []
-
-
-def test_lower_stages_import_no_higher_stage(graph):
-    """The formats and ids are read by everything, so they must stay free of what reads them."""
-    for low_module in ("registry.models", "registry.index_format", "registry.lockfile", "contentid"):
-        higher = {dep for dep in graph[low_module] if FLOOR[dep] > FLOOR["registry.lockfile"]}
-        assert higher == set(), low_module
+def test_the_stages_come_in_designs_order():
+    """DESIGN.md: "Packages follow these stages, arrows one way: registry (...), fetch (...), ...;
+    shared data types (...) sit below all of them". Each stage named there is a layer of the
+    contract, in that order, with the shared data below the first."""
+    if not DESIGN.is_file():
+        pytest.skip(f"{DESIGN} is absent (the shared design folder beside the checkout)")
+    text = " ".join(DESIGN.read_text().split())
+    sentence = re.search(r"Packages follow these stages, arrows one way: (.*?); shared data types", text)
+    assert sentence, "DESIGN.md's stage sentence was not found"
+    stages = [re.sub(r"\s*\(.*", "", part).strip() for part in re.split(r",\s*(?![^()]*\))", sentence.group(1))]
+    stages = [s for s in stages if s]
+    assert stages[:3] == ["registry", "fetch", "cache"] and stages[-1] == "cli"
+    position = {m: n for n, layer in enumerate(stage_layers()) for m in layer}
+    # a stage split over layers (project_api: its server is in the base, its client higher) is
+    # where its highest part is
+    found = [max(n for m, n in position.items() if m == s or m.startswith(s + ".")) for s in stages]
+    assert found == sorted(found) and len(set(found)) == len(found), dict(zip(stages, found))
+    assert position["formats"] < position["registry"] and position["targets"] < position["registry"]
+    assert position["device"] < position["compile"]  # "so device never imports compile"
 
 
 def test_every_module_imports_in_dependency_order():
-    """One fresh interpreter imports every module, lowest floor first: each works on its own."""
-    order = [f"{PACKAGE}.{m}" for names in FLOORS for m in names if m != "__main__"]  # __main__ runs the CLI
+    """One fresh interpreter imports every module, lowest layer first: each works on its own."""
+    order = [f"{PACKAGE}.{m}" for layer in stage_layers() for m in layer if m != "__main__"]  # __main__ runs the CLI
+    order += [f"{PACKAGE}.{m}" for m in module_names() if f"{PACKAGE}.{m}" not in order and m != "__main__"]
     code = "import importlib\nfor m in %r:\n    importlib.import_module(m)\nprint('ok')" % order
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -13,7 +13,7 @@ so a test double installed on those modules stands in for real hardware.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import BoardError
 from .database import BoardDatabase, load_board_database
@@ -130,13 +130,13 @@ def probe_devices(db: BoardDatabase, serial: List[Device]) -> Tuple[List[Device]
         usb_devices = list(usb.core.find(find_all=True))
     except (usb.core.NoBackendError, usb.core.USBError) as err:
         return [], [NO_BACKEND_HINT.format(why=err)]
-    by_location = {}
+    by_location: Dict[str, List[Any]] = {}
     for s in serial:
         if s.location:
             by_location.setdefault(s.location.split(":")[0], []).append(s)
     found = []
     for dev in usb_devices:
-        vid, pid = _hex4(dev.idVendor), _hex4(dev.idProduct)
+        vid, pid = _hex4(dev.idVendor) or "0000", _hex4(dev.idProduct) or "0000"
         product, readable = _usb_string(dev, "product")
         probe = db.probe(vid, pid, product)  # by its id, else by what its product string says
         if probe is None and not db.with_usb_id(vid, pid):
@@ -212,8 +212,9 @@ def pick_port(
     if devices is None:
         devices, _ = list_devices(db)
     matching = [d for d in devices if d.port and names & set(d.candidates)]
-    if len(matching) == 1:
-        return matching[0].port  # type: ignore[return-value]
+    ports = [d.port for d in matching if d.port]
+    if len(ports) == 1:
+        return ports[0]
     seen = ", ".join(describe(d) for d in devices) or "nothing"
     if not matching:
         wanted = ", ".join(u.id for u in db.get(board).usb) or "no USB ids known"

@@ -32,7 +32,8 @@ from typing import Iterable, List, Optional, Tuple, Union
 
 from ..contentid import is_object_id
 from ..errors import CacheError, OfflineError, VerificationError
-from ..registry.sources import ArchiveSource, GitSource, Source, source_key, source_to_dict
+from ..registry.source_kinds import kind_of
+from ..registry.sources import Source, source_key, source_to_dict
 
 __all__ = ["Cache", "Materialized", "CacheEntry", "VerifyResult"]
 
@@ -164,7 +165,7 @@ class Cache:
         mapped = self._mapped_id(source_key(source))
         if mapped:
             candidates.append(mapped)
-        direct = _direct_content_id(source)
+        direct = kind_of(source).direct_content_id(source)
         if direct:
             candidates.append(direct)
         for cid in candidates:
@@ -240,36 +241,6 @@ class Cache:
             finally:
                 _rmtree(staging)
 
-    def add_folder(self, folder: Union[str, Path]) -> Materialized:
-        """Copy a local folder (packaged or plugin template) into the cache; return its entry."""
-        import shutil
-
-        from ..contentid import tree_id
-        from ..fetch.staging import check_links_inside
-
-        folder = Path(folder)
-        check_links_inside(folder)
-        content_id = tree_id(folder)
-        if self.has(content_id):
-            return Materialized(self.entry_path(content_id), content_id)
-        with self._lock("folder-" + content_id):
-            if self.has(content_id):
-                return Materialized(self.entry_path(content_id), content_id)
-            self._sweep_stale("folder-" + content_id)
-            staging = self._staging("folder-" + content_id)
-            try:
-                target = staging / "t"
-                shutil.copytree(folder, target, symlinks=True)
-                actual = tree_id(target)
-                if actual != content_id:
-                    raise VerificationError(
-                        f"{folder} changed while it was being copied into the cache; try again"
-                    )
-                return Materialized(self._install(target, content_id), content_id, fetched=True)
-            finally:
-                _rmtree(staging)
-
-    # ---------------------------------------------------------------------------- maintenance
     def list_entries(self) -> List[CacheEntry]:
         """Complete entries, with their recorded sources (from sources/*)."""
         by_id: dict = {}
@@ -348,8 +319,8 @@ class Cache:
                 removed.append(cid)
         if self.sources_dir.is_dir():
             for item in self.sources_dir.iterdir():
-                cid = self._mapped_id(item.name)
-                if cid is None or not self.has(cid):
+                mapped = self._mapped_id(item.name)
+                if mapped is None or not self.has(mapped):
                     try:
                         item.unlink()
                     except OSError:
@@ -454,15 +425,6 @@ class Cache:
         except FileNotFoundError:
             return
         _rmtree(grave)
-
-
-def _direct_content_id(source: Source) -> Optional[str]:
-    """The content id a source yields by construction, when it is known without fetching."""
-    if isinstance(source, GitSource) and not source.extra_files:
-        return source.tree
-    if isinstance(source, ArchiveSource):
-        return source.tree
-    return None
 
 
 _WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH

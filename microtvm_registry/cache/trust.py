@@ -13,11 +13,15 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from ..errors import TrustError
 
 TRUST_FILE = "trusted.toml"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..registry.models import TemplateVersion
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,19 +91,17 @@ def record_trust(name: str, version: str, content_id: str, source: str = "") -> 
     return True
 
 
-def modified_packaged(tv: Any, content_id: Optional[str]) -> Optional[str]:
+def modified_packaged(tv: "TemplateVersion", content_id: Optional[str]) -> Optional[str]:
     """The id a packaged template was installed with, when its folder no longer hashes to it."""
-    from ..registry.models import PackagedSource
+    from ..registry.source_kinds import kind_of
 
-    if not isinstance(tv.source, PackagedSource) or not content_id:
+    if not content_id:
         return None
-    from ..packaged import recorded_content_id
-
-    recorded = recorded_content_id(tv.source.relpath)
+    recorded = kind_of(tv.source).installed_content_id(tv.source)
     return recorded if recorded is not None and recorded != content_id else None
 
 
-def trust_state(tv: Any, content_id: Optional[str]) -> str:
+def trust_state(tv: "TemplateVersion", content_id: Optional[str]) -> str:
     """"packaged" (trusted by origin), "trusted" (user trusted this id), "modified" (a packaged
     template changed since install) or "untrusted"."""
     if modified_packaged(tv, content_id):
@@ -111,7 +113,7 @@ def trust_state(tv: Any, content_id: Optional[str]) -> str:
     return "untrusted"
 
 
-def check_trust(tv: Any, content_id: Optional[str], *, allow: bool = False) -> None:
+def check_trust(tv: "TemplateVersion", content_id: Optional[str], *, allow: bool = False) -> None:
     """Raise TrustError unless template version ``tv`` at ``content_id`` may run its server."""
     from ..registry.models import describe_source
 

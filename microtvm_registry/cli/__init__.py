@@ -76,7 +76,7 @@ def build_parser(argv: Optional[List[str]] = None) -> argparse.ArgumentParser:
         help="fetch git sources under URL_PREFIX from LOCAL_URL instead, repeatable (also MICROTVM_REGISTRY_GIT_MIRROR, "
         "and git_mirror in config.toml); applied as git's url.<LOCAL_URL>.insteadOf",
     )
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}", help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

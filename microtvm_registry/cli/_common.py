@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, Iterable, List, Sequence
+from typing import Any, Dict, Iterable, Sequence
 
 from ..errors import OptionError
 
@@ -95,7 +95,7 @@ def human_size(size: int) -> str:
     return f"{size} B"  # pragma: no cover
 
 
-def print_table(headers: Sequence[str], rows: List[Sequence[Any]]) -> None:
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A plain aligned table; no colour, no box drawing, so it pipes cleanly."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]

@@ -119,7 +119,7 @@ def resolve_target(arg: str, args: argparse.Namespace) -> Path:
         if path.exists():
             raise ProjectError(f"{arg} is a file; give a template name, a template folder or a project folder")
         raise ProjectError(f"{arg}: no such folder; give a template name, a template folder or a project folder")
-    from ..templates import get_template_for_run
+    from ..template_paths import get_template_for_run
     from ..dirs import is_offline
     from ..errors import SpecError, TemplateNotFoundError
 

@@ -7,9 +7,17 @@ nothing heavy and hashes nothing when the cache already has the template.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ._common import SPEC_HELP, add_json_flag, human_size, note, print_json, print_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+    
+    from ..registry.lockfile import LockEntry
+    from ..cache.store import Materialized
+    from ..registry.models import TemplateVersion
+
 
 
 def register(subparsers) -> None:
@@ -163,7 +171,7 @@ _err = note
 
 def cmd_list(args: argparse.Namespace) -> int:
     from ..registry.catalog import load_catalog
-    from ..registry.models import source_kind
+    from ..registry.source_kinds import kind_of
 
     catalog = load_catalog(offline=_offline(args))
     rows = []
@@ -174,7 +182,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "name": t.name,
                 "latest": latest.version,
                 "platform": t.platform,
-                "source": source_kind(latest.source),
+                "source": kind_of(latest.source).name,
                 "from": latest.origin.name,
                 "description": t.description,
                 "versions": [v.version for v in t.versions],
@@ -192,7 +200,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _tool_status(tool: str) -> Dict[str, Any]:
     """A tool requirement ("a|b" = any one) with where it was found on PATH."""
-    from ..templates import find_tool
+    from ..template_paths import find_tool
 
     found = find_tool(tool)
     return {"tool": tool, "found": found is not None, "path": found}
@@ -213,25 +221,31 @@ def _pip_status(req: str) -> Dict[str, Any]:
     return {"package": req, "installed": version, "ok": ok}
 
 
-def _known_content_id(tv: Any, pin: Any) -> Optional[str]:
+def _known_content_id(tv: "TemplateVersion", pin: Optional["LockEntry"]) -> Optional[str]:
     """The content id as far as it is known without fetching or hashing."""
-    from ..registry.models import source_kind
+    from ..registry.source_kinds import kind_of
 
     if pin is not None and pin.content_id:
         return pin.content_id
-    kind = source_kind(tv.source)
-    if kind in ("git", "archive"):
-        from ..cache.store import Cache
-
-        hit = Cache().lookup(tv.source)
-        if hit is not None:
-            return hit.content_id
-        if not getattr(tv.source, "extra_files", ()):
-            return tv.source.tree
-    return None
+    if kind_of(tv.source).in_place:
+        return None
+    hit = _cache_hit(tv)
+    return hit.content_id if hit is not None else kind_of(tv.source).direct_content_id(tv.source)
 
 
-def _entry_point(tv: Any, folder: Optional[Any]) -> str:
+def _cache_hit(tv: "TemplateVersion", expected: Optional[str] = None) -> Optional["Materialized"]:
+    """The cache's entry for the version's source (None for a kind used in place, or none yet)."""
+    from ..registry.source_kinds import cached_source
+
+    source = cached_source(tv.source)
+    if source is None:
+        return None
+    from ..cache.store import Cache
+
+    return Cache().lookup(source, expected)
+
+
+def _entry_point(tv: "TemplateVersion", folder: Optional["Path"]) -> str:
     """What the client will start, from the folder when it is local, else from the index."""
     if folder is not None:
         if (folder / "launch_microtvm_api_server.sh").is_file():
@@ -242,30 +256,20 @@ def _entry_point(tv: Any, folder: Optional[Any]) -> str:
     return tv.entry or "microtvm_api_server.py"
 
 
-def _local_folder(tv: Any) -> Optional[Any]:
-    from pathlib import Path
+def _local_folder(tv: "TemplateVersion") -> Optional["Path"]:
+    """The folder as it is on disk now (used in place, or in the cache), without fetching."""
+    from ..registry.source_kinds import kind_of
 
-    from ..registry.models import FolderSource, PackagedSource, source_kind
-
-    if isinstance(tv.source, PackagedSource):
-        from ..packaged import get_packaged_resource
-
-        try:
-            return get_packaged_resource(tv.source.relpath)
-        except Exception:  # noqa: BLE001 - show reports, it does not fail on a missing folder
-            return None
-    if isinstance(tv.source, FolderSource):
-        return Path(tv.source.path) if Path(tv.source.path).is_dir() else None
-    if source_kind(tv.source) in ("git", "archive"):
-        from ..cache.store import Cache
-
-        hit = Cache().lookup(tv.source)
-        return hit.path if hit is not None else None
-    return None
+    kind = kind_of(tv.source)
+    if kind.in_place:
+        return kind.local_folder(tv.source)
+    hit = _cache_hit(tv)
+    return hit.path if hit is not None else None
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..registry.models import describe_source, source_kind, source_to_table
+    from ..registry.models import describe_source, source_to_table
+    from ..registry.source_kinds import kind_of
     from ..registry.catalog import load_catalog
     from ..registry.resolve import find_template, parse_spec, resolve
     from ..cache.trust import trust_state
@@ -282,23 +286,18 @@ def cmd_show(args: argparse.Namespace) -> int:
         versions = [tv]
     folder = _local_folder(tv)
     content_id = _known_content_id(tv, resolved.pin)
-    if content_id is None and folder is not None and source_kind(tv.source) == "packaged":
-        from ..packaged import packaged_content_id
-
-        content_id = packaged_content_id(tv.source.relpath, tv.source.include)
-    elif content_id is None and folder is not None and source_kind(tv.source) == "folder":
-        from ..contentid import tree_id
-
-        content_id = tree_id(folder)
+    kind = kind_of(tv.source)
+    if content_id is None and folder is not None and kind.in_place:
+        content_id = kind.content_id(tv.source, folder)
     state = trust_state(tv, content_id)
-    data = {
+    data: Dict[str, Any] = {
         "name": tv.name,
         "description": tv.description,
         "platform": tv.platform,
         "selected": tv.version,
         "pinned_by": _lock_path() if resolved.pin is not None else None,
         "from": tv.origin.describe(),
-        "source": {"kind": source_kind(tv.source), **source_to_table(tv.source)},
+        "source": {"kind": kind.name, **source_to_table(tv.source)},
         "content_id": content_id,
         "cached": folder is not None,
         "folder": str(folder) if folder is not None else None,
@@ -367,7 +366,7 @@ def _lock_path() -> Optional[str]:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ..registry.resolve import parse_spec, resolve
-    from ..templates import materialize_version
+    from ..template_paths import materialize_with_id
 
     offline = _offline(args)
     specs = [parse_spec(s) for s in args.specs]  # every spec checked before anything is fetched
@@ -377,7 +376,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         tv = resolved.version
         status = _fetch_status(tv, resolved.content_id)
         _err(f"{status} {tv.name} {tv.version}" + (" ..." if status == "fetching" else ""))
-        path, content_id = materialize_version(tv, offline=offline, expected=resolved.content_id, need_content_id=True)
+        path, content_id = materialize_with_id(tv, offline=offline, expected=resolved.content_id)
         results.append({"name": tv.name, "version": tv.version, "content_id": content_id, "path": str(path), "status": status})
     if args.json:
         print_json(results)
@@ -387,26 +386,24 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fetch_status(tv: Any, expected: Optional[str]) -> str:
+def _fetch_status(tv: "TemplateVersion", expected: Optional[str]) -> str:
     """"cached", "fetching" or "packaged"/"plugin" (used in place), said before the work starts."""
-    from ..registry.models import source_kind
+    from ..registry.source_kinds import kind_of
 
-    kind = source_kind(tv.source)
-    if kind not in ("git", "archive"):
-        return "packaged" if kind == "packaged" else "local"
-    from ..cache.store import Cache
-
-    return "cached" if Cache().lookup(tv.source, expected) is not None else "fetching"
+    kind = kind_of(tv.source)
+    if kind.in_place:
+        return "packaged" if kind.key == "packaged" else "local"
+    return "cached" if _cache_hit(tv, expected) is not None else "fetching"
 
 
 def cmd_path(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
-        from ..templates import locate_template
+        from ..template_paths import locate_template
 
         tv, path = locate_template(args.spec, offline=_offline(args))
         print_json({"name": tv.name, "version": tv.version, "path": str(path)})
         return 0
-    from ..templates import get_template
+    from ..template_paths import get_template
 
     print(get_template(args.spec, offline=_offline(args)))
     return 0
@@ -414,7 +411,7 @@ def cmd_path(args: argparse.Namespace) -> int:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from ..errors import OptionError
-    from ..locking import lock_specs
+    from ..pins import lock_specs
 
     if not args.specs and not args.upgrade:
         raise OptionError("give templates to pin (microtvm lock SPEC ...), or --upgrade [NAME] to re-resolve pins")
@@ -423,7 +420,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    from ..locking import unlock
+    from ..pins import unlock
 
     result = unlock(args.names)
     return _report_changes(args, result.changes, result.lock.path, "wrote")
@@ -443,7 +440,7 @@ def _report_changes(args: argparse.Namespace, changes: List[Any], written: Optio
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from ..locking import sync
+    from ..pins import sync
 
     result = sync(mode=args.mode, offline=_offline(args), progress=_err)
     if args.json:
@@ -462,7 +459,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_trust(args: argparse.Namespace) -> int:
     from ..registry.models import describe_source
     from ..registry.resolve import parse_spec, resolve
-    from ..templates import materialize_version
+    from ..template_paths import materialize_with_id
     from ..cache.trust import record_trust
 
     offline = _offline(args)
@@ -470,7 +467,7 @@ def cmd_trust(args: argparse.Namespace) -> int:
     for spec in [parse_spec(s) for s in args.specs]:
         resolved = resolve(spec, offline=offline)
         tv = resolved.version
-        _path, content_id = materialize_version(tv, offline=offline, expected=resolved.content_id, need_content_id=True)
+        _path, content_id = materialize_with_id(tv, offline=offline, expected=resolved.content_id)
         if tv.origin.trusted:
             status = "packaged"
             text = f"{tv.name} {tv.version} is pinned by a packaged index and already trusted ({content_id})"
@@ -490,7 +487,7 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
     from ..cache.store import Cache
 
     entries = Cache().list_entries()
-    rows = []
+    rows: List[Dict[str, Any]] = []
     for e in entries:
         names = [label.rpartition("@") for label in e.labels]
         rows.append({

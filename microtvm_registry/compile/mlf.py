@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from ..files import current_umask
-from ..formats.mlf import (  # noqa: F401 - the reader's names stay importable from here (and host.mlf), as before the split
+from ..formats.mlf import (
     MLF_VERSION,
     SYMBOL_PREFIX,
     ArgInfo,
@@ -39,6 +39,13 @@ from ..formats.mlf import (  # noqa: F401 - the reader's names stay importable f
     signatures_from_source,
     workspace_needs,
 )
+
+__all__ = [  # the writers, and the reader's names importable from here (and host.mlf) as before the split
+    "ArgInfo", "FunctionInfo", "MLF_VERSION", "ModelLibrary", "ModelLibraryError", "SYMBOL_PREFIX", "UnsafeArchiveError",
+    "collect_headers", "defined_functions", "export_model_library_format", "function_table_source",
+    "load_model_library_format", "safe_extract", "signatures_from_source", "tvm_include_roots", "workspace_needs",
+    "write_model_library_format",
+]
 
 # Headers the host runtime itself includes, whatever the generated C includes.
 RUNTIME_HEADERS = ("dlpack/dlpack.h", "tvm/ffi/c_api.h", "tvm/runtime/c_backend_api.h")
@@ -209,7 +216,7 @@ def write_model_library_format(
 
 
 def _generator_info() -> Dict[str, Any]:
-    from .. import __version__
+    from .._version import __version__
 
     info: Dict[str, Any] = {"name": "microtvm-registry", "version": __version__}
     try:

@@ -28,9 +28,6 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
 
-DEFAULT = {"inline": False, "epilogue_at": 0, "unroll": 1}
-
-
 class ScheduleNotApplicable(Exception):
     """The recipe does not fit this kernel."""
 
@@ -194,10 +191,12 @@ def _tile(sch: Any, main: Any, factor: int, local: bool) -> None:
 
 def workload(name: str, func: Any) -> Dict[str, Any]:
     """What identifies a kernel across models and runs: its operator, arguments and IR hash."""
+    import importlib
+
     try:
-        from tvm_ffi import structural_hash  # apache-tvm 0.27 moved it out of tvm.ir
-    except ImportError:  # pragma: no cover - older apache-tvm
-        from tvm.ir import structural_hash
+        structural_hash = importlib.import_module("tvm_ffi").structural_hash  # apache-tvm 0.27 moved it out of tvm.ir
+    except (ImportError, AttributeError):  # pragma: no cover - older apache-tvm
+        structural_hash = importlib.import_module("tvm.ir").structural_hash
 
     base = name.rstrip("0123456789")
     args = [[list(int(d) for d in p.shape), str(p.dtype)] for p in func.params]

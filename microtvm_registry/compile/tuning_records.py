@@ -43,7 +43,7 @@ class Record:
         return (self.hash, self.board, self.recipe.key())
 
     def to_json(self) -> Dict[str, Any]:
-        from .. import __version__
+        from .._version import __version__
 
         tools: Dict[str, str] = {"microtvm-registry": __version__}
         try:
@@ -131,6 +131,6 @@ def best(records: Iterable[Record], target: str, board: Optional[str] = None) ->
         if not r.correct or r.count is None or r.target != target or (board is not None and r.board != board):
             continue
         current = chosen.get(r.hash)
-        if current is None or r.count < current.count or (r.count == current.count and r.recipe.is_default):
+        if current is None or current.count is None or r.count < current.count or (r.count == current.count and r.recipe.is_default):
             chosen[r.hash] = r
     return chosen

@@ -118,8 +118,10 @@ class QemuBoard:
             if time.monotonic() > deadline:
                 self.close()
                 raise QemuError(f"{self.machine}: QEMU did not open its serial port within {self.start_timeout_sec:.0f} s")
+        if self.pty is None:  # pragma: no cover - _found is set only with the pty
+            raise QemuError(f"{self.machine}: QEMU started without a serial port")
         self._note = _write_note(self)
-        return self.pty  # type: ignore[return-value]
+        return self.pty
 
     def _drain(self, proc: subprocess.Popen) -> None:
         """Reads QEMU's output to its end: finds the pty, keeps the last lines for errors, and

@@ -15,9 +15,25 @@ requests or tqdm at module import time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Callable, Dict, Optional, Union
 
 from ..registry.sources import ArchiveSource, GitSource, Source
+
+
+def _git(source: "GitSource", dest: Path, **kw: Any) -> None:
+    from .git import fetch_git
+
+    fetch_git(source, dest, **kw)
+
+
+def _archive(source: "ArchiveSource", dest: Path, **kw: Any) -> None:
+    from .archive import fetch_archive
+
+    fetch_archive(source, dest, **kw)
+
+
+#: How each kind of source that lives in the cache is fetched, by its index key (source_kinds).
+FETCHERS: Dict[str, Callable[..., None]] = {"git": _git, "url": _archive}
 
 
 def fetch_source(
@@ -28,14 +44,10 @@ def fetch_source(
     progress: Optional[bool] = None,
     label: Optional[str] = None,
 ) -> None:
-    """Fetch any source into the new folder ``dest`` (see fetch_git / fetch_archive)."""
-    if isinstance(source, GitSource):
-        from .git import fetch_git
+    """Fetch any source into the new folder ``dest`` with its kind's fetcher (``FETCHERS``)."""
+    from ..registry.source_kinds import kind_of
 
-        fetch_git(source, dest, allow_file_urls=allow_file_urls, progress=progress, label=label)
-    elif isinstance(source, ArchiveSource):
-        from .archive import fetch_archive
-
-        fetch_archive(source, dest, allow_file_urls=allow_file_urls, progress=progress, label=label)
-    else:
-        raise TypeError(f"not a source: {source!r}")
+    kind = kind_of(source)
+    if kind.key not in FETCHERS:
+        raise TypeError(f"{kind.name} sources are used in place, not fetched: {source!r}")
+    FETCHERS[kind.key](source, Path(dest), allow_file_urls=allow_file_urls, progress=progress, label=label)

@@ -12,6 +12,7 @@ import hashlib
 from ..contentid import tree_id
 from ..errors import FetchError, UnsafeSourceError, VerificationError
 from ..progress import wanted
+from ..limits import DEFAULT_MAX_EXTRACTED_BYTES, MAX_EXTRACTED_ENV, MAX_MEMBERS
 from ..registry.sources import ArchiveSource, url_transport
 from .staging import _make_links, _mkdirs, _rmtree, _safe_parts, _staging_for, _write_file, check_links_inside
 
@@ -19,10 +20,8 @@ from .staging import _make_links, _mkdirs, _rmtree, _safe_parts, _staging_for, _
 #: The largest archive we download unless told otherwise (real templates are a few MB).
 MAX_ARCHIVE_ENV = "MICROTVM_REGISTRY_MAX_ARCHIVE_BYTES"
 DEFAULT_MAX_ARCHIVE_BYTES = 256 * 1024 * 1024
-#: What an archive may expand to: a zip or tar bomb stops here, and its staging folder goes.
-MAX_EXTRACTED_ENV = "MICROTVM_REGISTRY_MAX_EXTRACTED_BYTES"
-DEFAULT_MAX_EXTRACTED_BYTES = 1024 * 1024 * 1024
-MAX_MEMBERS = 100_000
+# What an archive may expand to (limits.py, shared with MLFs): a zip or tar bomb stops there,
+# and its staging folder goes.
 
 
 def _download(
@@ -62,7 +61,7 @@ def _download(
             if bar is not None:
                 bar.reset(total=length)
 
-        def chunk(data: bytes) -> None:
+        def received(data: bytes) -> None:
             digest_box[0].update(data)
             if bar is not None:
                 bar.update(len(data))
@@ -70,7 +69,7 @@ def _download(
         with open(target, "wb") as out:
             bounded_get(url, what=f"archive {label or url}", max_bytes=limit, limit_env=MAX_ARCHIVE_ENV, sink=out,
                         retries=retries, backoff=backoff, connect_timeout=timeout[0], read_timeout=timeout[1],
-                        on_start=started, on_chunk=chunk)
+                        on_start=started, on_chunk=received)
     _check_sha256(url, digest_box[0].hexdigest(), expected_sha256)
 
 
@@ -130,7 +129,8 @@ def _extract_tar(archive: Path, target: Path, what: str = "the archive") -> None
                 _mkdirs(target, parts)
             elif member.isreg():
                 src = tf.extractfile(member)
-                assert src is not None
+                if src is None:  # pragma: no cover - a regular member always has data
+                    raise FetchError(f"archive member {member.name!r} cannot be read")
                 _write_file(target, parts, iter(lambda: src.read(1 << 20), b""), bool(member.mode & 0o100))
                 written["/".join(parts)] = bool(member.mode & 0o100)
             elif member.issym():
@@ -143,8 +143,8 @@ def _extract_tar(archive: Path, target: Path, what: str = "the archive") -> None
                         f"archive member {member.name!r} hard-links to {member.linkname!r},"
                         " which is not an earlier file of the archive"
                     )
-                with open(target.joinpath(*link_parts), "rb") as src:
-                    data = src.read()
+                with open(target.joinpath(*(link_parts or [])), "rb") as linked:
+                    data = linked.read()
                 _write_file(target, parts, [data], written[key])
                 written["/".join(parts)] = written[key]
             else:

@@ -85,7 +85,7 @@ class _Git:
                 stdout_as_string=not binary,
                 kill_after_timeout=_git_timeout(),
             )
-            return status, out, err if isinstance(err, str) else err.decode("utf-8", "replace")
+            return status, out or b"", err if isinstance(err, str) else (err or b"").decode("utf-8", "replace")
         except self._gitpython.exc.GitCommandNotFound as exc:
             raise FetchError("git is not installed or not on PATH; install git to fetch git sources") from exc
         finally:
@@ -201,10 +201,6 @@ def _fetch_full(g: _Git, url: str, source: GitSource, first_error: str) -> None:
     raise FetchError(f"could not fetch {source.commit[:12]} from {url}: {_git_reason(err)}")
 
 
-def _is_shallow(g: _Git) -> bool:
-    return (g.git_dir / "shallow").exists()
-
-
 def _rev_parse(g: _Git, rev: str) -> Optional[str]:
     status, out, _ = g.run("rev-parse", "--verify", "--quiet", "--end-of-options", rev)
     return str(out).strip() if status == 0 else None
@@ -216,13 +212,18 @@ def _ls_tree(g: _Git, tree: str) -> List[Tuple[str, str, str, str]]:
     if status != 0:
         raise FetchError(f"git ls-tree {tree} failed: {_git_reason(err)}")
     entries = []
-    for record in bytes(out).split(b"\0"):
+    for record in _as_bytes(out).split(b"\0"):
         if not record:
             continue
         meta, _, path = record.partition(b"\t")
         mode, kind, oid = meta.decode().split()
         entries.append((mode, kind, oid, os.fsdecode(path)))
     return entries
+
+
+def _as_bytes(out: Union[str, bytes]) -> bytes:
+    """A binary run's stdout (``run(..., binary=True)`` gives bytes)."""
+    return out if isinstance(out, bytes) else out.encode("utf-8", "surrogateescape")
 
 
 def _fetch_blobs(g: _Git, url: str, tree: str, extra_oids: Sequence[str]) -> None:
@@ -253,7 +254,7 @@ def _read_blobs(g: _Git, oids: Sequence[str]) -> Dict[str, bytes]:
     status, out, err = g.run("cat-file", "--batch", stdin=("\n".join(oids) + "\n").encode(), binary=True)
     if status != 0:
         raise FetchError(f"git cat-file failed: {_git_reason(err)}")
-    data = bytes(out)
+    data = _as_bytes(out)
     blobs: Dict[str, bytes] = {}
     pos = 0
     for oid in oids:

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ..errors import ProjectError, UnsafeSourceError
+from ..errors import ProjectError, UnsafeSourceError, first_line
+from ..limits import DEFAULT_MAX_EXTRACTED_BYTES, DEFAULT_MAX_JSON_BYTES, MAX_EXTRACTED_ENV, MAX_JSON_ENV, MAX_MEMBERS, byte_limit
 
 MLF_VERSION = 7
 SYMBOL_PREFIX = "__tvm_ffi_"
@@ -196,15 +197,16 @@ def workspace_needs(c_source: str) -> Dict[str, Optional[int]]:
     """
     needs: Dict[str, Optional[int]] = {}
     for name, body in _function_bodies(c_source).items():
-        total: Optional[int] = 0
+        total = 0
+        known = True
         for call in _ALLOC_RE.finditer(body):
             const = _ALLOC_CONST_RE.match(call.group(1))
             if const is None:
-                total = None
+                known = False
                 break
             size = int(const.group(1))
             total += (size + WORKSPACE_ALIGN - 1) // WORKSPACE_ALIGN * WORKSPACE_ALIGN
-        needs[name] = total
+        needs[name] = total if known else None
     return needs
 
 
@@ -229,18 +231,65 @@ def signatures_from_source(c_source: str) -> Dict[str, List[ArgInfo]]:
 # --------------------------------------------------------------------------------- reading
 
 
-def _parse_metadata(metadata: Mapping[str, Any], sources: Mapping[str, str], where: str) -> Tuple[str, List[FunctionInfo]]:
+def parse_json(data: bytes, what: str, error: type = ModelLibraryError) -> Any:
+    """JSON we were handed (an MLF's metadata.json or plan.json): one line for anything that is
+    not UTF-8 JSON of sane depth, never a traceback."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise error(f"{what} is not UTF-8 text; re-export the model") from None
+    except RecursionError:
+        raise error(f"{what} is nested too deeply to be a real one; re-export the model") from None
+    except ValueError as err:
+        raise error(f"{what} is not valid JSON ({first_line(err)}); re-export the model") from None
+
+
+def read_limited(path: Path, what: str, limit: int, error: type = ModelLibraryError) -> bytes:
+    """A small file's bytes, refusing one larger than ``limit`` (a sparse 1 GiB file is refused
+    by its size, before any byte is read)."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise error(f"{what} is {size:,} bytes, more than {limit:,}; refused (set {MAX_JSON_ENV} to allow more)")
+        with open(path, "rb") as fh:
+            return fh.read(limit + 1)
+    except IsADirectoryError:
+        raise error(f"{what} is a folder, not a file; re-export the model") from None
+    except OSError as err:
+        raise error(f"cannot read {what}: {err.strerror or err}") from None
+
+
+def _json_limit() -> int:
+    return byte_limit(MAX_JSON_ENV, DEFAULT_MAX_JSON_BYTES, ModelLibraryError)
+
+
+def _parse_metadata(metadata: Any, sources: Mapping[str, str], where: str) -> Tuple[str, List[FunctionInfo]]:
+    if not isinstance(metadata, dict):
+        raise ModelLibraryError(f"{where}: metadata.json holds a {type(metadata).__name__}, not an object; re-export the model")
     if "modules" in metadata:
         modules = metadata["modules"]
         if not isinstance(modules, dict) or not modules:
             raise ModelLibraryError(f"{where}: metadata.json has no modules")
         model_name, module = next(iter(modules.items()))
+        if not isinstance(module, dict):
+            raise ModelLibraryError(f"{where}: metadata.json's module {str(model_name)[:40]!r} is not an object; re-export the model")
     else:  # version 5 and operator exports kept a flat layout
         model_name, module = str(metadata.get("model_name", "default")), metadata
     if "functions" in module:
-        return str(model_name), [FunctionInfo.from_json(f) for f in module["functions"]]
+        listed = module["functions"]
+        if not isinstance(listed, list):
+            raise ModelLibraryError(f"{where}: metadata.json's functions is not a list; re-export the model")
+        functions = []
+        for n, entry in enumerate(listed):
+            try:
+                functions.append(FunctionInfo.from_json(entry))
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+                raise ModelLibraryError(
+                    f"{where}: metadata.json's function {n} is malformed ({type(err).__name__}: {first_line(err)}); re-export the model"
+                ) from None
+        return str(model_name), functions
     # Not ours: recover the argument lists from the C sources.
-    functions: List[FunctionInfo] = []
+    functions = []
     for text in sources.values():
         sigs = signatures_from_source(text)
         needs = workspace_needs(text)
@@ -255,31 +304,46 @@ def _parse_metadata(metadata: Mapping[str, Any], sources: Mapping[str, str], whe
     return str(model_name), functions
 
 
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
+    data = tar.extractfile(member)
+    if data is None:  # pragma: no cover - only regular files are read
+        raise ModelLibraryError(f"member {member.name!r} cannot be read")
+    return data.read()
+
+
 def load_model_library_format(path: PathLike) -> ModelLibrary:
     """Reads an MLF tar (or its extracted folder) back into a :class:`ModelLibrary`."""
     path = Path(path)
     sources: Dict[str, str] = {}
+    limit = _json_limit()
     if path.is_dir():
         meta_file = path / "metadata.json"
-        if not meta_file.is_file():
+        if not meta_file.exists():
             raise ModelLibraryError(f"{path} has no metadata.json; is it an extracted Model Library Format?")
-        metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+        metadata = parse_json(read_limited(meta_file, f"{meta_file}", limit), f"{meta_file}")
         for src in sorted((path / "codegen" / "host" / "src").glob("*.c")):
             sources[src.name] = src.read_text(encoding="utf-8", errors="replace")
     elif path.is_file():
+        budget = ExtractionBudget(str(path))
         try:
             with tarfile.open(path, "r:") as tar:
                 metadata = None
-                for member in tar.getmembers():
+                for member in tar:
+                    budget.take(member.size if member.isfile() else 0)
                     name = PurePosixPath(member.name)
                     rel = PurePosixPath(*[p for p in name.parts if p != "."])
                     if not member.isfile():
                         continue
                     if str(rel) == "metadata.json":
-                        metadata = json.loads(tar.extractfile(member).read().decode("utf-8"))
+                        if member.size > limit:
+                            raise ModelLibraryError(
+                                f"{path}: metadata.json is {member.size:,} bytes, more than {limit:,}; refused "
+                                f"(set {MAX_JSON_ENV} to allow more)"
+                            )
+                        metadata = parse_json(_read_member(tar, member), f"{path}: metadata.json")
                     elif rel.parent == PurePosixPath("codegen/host/src") and rel.suffix == ".c":
-                        sources[rel.name] = tar.extractfile(member).read().decode("utf-8", "replace")
-        except tarfile.ReadError as err:
+                        sources[rel.name] = _read_member(tar, member).decode("utf-8", "replace")
+        except tarfile.TarError as err:
             raise ModelLibraryError(f"{path} is not an uncompressed tar ({err}); MLF must be a plain tar") from None
         if metadata is None:
             raise ModelLibraryError(f"{path} has no metadata.json; is it a Model Library Format tar?")
@@ -289,40 +353,53 @@ def load_model_library_format(path: PathLike) -> ModelLibrary:
     return ModelLibrary(path=path, model_name=model_name, functions=functions, metadata=dict(metadata))
 
 
+class ExtractionBudget:
+    """What reading or extracting an archive may still take: bytes and members in all (the same
+    limits as template archives), so a bomb stops at the first member past them."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.limit = byte_limit(MAX_EXTRACTED_ENV, DEFAULT_MAX_EXTRACTED_BYTES, ModelLibraryError)
+        self.left = self.limit
+        self.members = 0
+
+    def take(self, size: int) -> None:
+        self.members += 1
+        if self.members > MAX_MEMBERS:
+            raise ModelLibraryError(f"{self.what} has more than {MAX_MEMBERS:,} members; refused (no model is that large)")
+        self.left -= max(0, size)
+        if self.left < 0:
+            raise ModelLibraryError(
+                f"{self.what} expands to more than {self.limit:,} bytes; refused (set {MAX_EXTRACTED_ENV} to allow more)"
+            )
+
+
 def safe_extract(tar_path: PathLike, dest: PathLike) -> None:
     """Extracts an uncompressed tar into ``dest``, refusing anything that could escape it.
 
     Every member is checked before anything is written: absolute names, ``..`` parts, links,
-    devices and FIFOs are refused with :class:`UnsafeArchiveError`. Only regular files and
-    folders are created, with plain permissions.
+    devices and FIFOs, names outside a conservative character set, and sizes past the limits
+    (limits.py) are refused. Only regular files and folders are created, with plain permissions.
     """
     tar_path, dest = Path(tar_path), Path(dest)
     try:
         tar = tarfile.open(tar_path, "r:")
-    except tarfile.ReadError as err:
+    except tarfile.TarError as err:
         raise ModelLibraryError(f"{tar_path} is not an uncompressed tar ({err}); MLF must be a plain tar") from None
+    budget = ExtractionBudget(str(tar_path))
     with tar:
-        members = tar.getmembers()
         plan: List[Tuple[tarfile.TarInfo, PurePosixPath]] = []
-        for member in members:
-            name = member.name
-            pure = PurePosixPath(name)
-            if name.startswith(("/", "\\")) or pure.is_absolute() or re.match(r"^[A-Za-z]:", name):
-                raise UnsafeArchiveError(f"{tar_path}: member {name!r} has an absolute path; refusing to extract it")
-            if ".." in pure.parts or "\\" in name:
-                raise UnsafeArchiveError(f"{tar_path}: member {name!r} escapes the extraction folder; refusing to extract it")
-            if member.issym() or member.islnk():
-                raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a link; refusing to extract it")
-            if not (member.isfile() or member.isdir()):
-                raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a device or special file; refusing to extract it")
-            odd = [p for p in pure.parts if p not in (".", "") and not SAFE_MEMBER_PART.fullmatch(p)]
-            if odd:
-                raise UnsafeArchiveError(
-                    f"{tar_path}: member {name!r} has a name outside letters, digits and . _ + - "
-                    "(build tools would read it as shell syntax); refusing to extract it, re-export the model"
-                )
-            rel = PurePosixPath(*[p for p in pure.parts if p not in (".", "")]) if pure.parts else PurePosixPath()
-            plan.append((member, rel))
+        try:
+            for member in tar:
+                budget.take(member.size if member.isfile() else 0)
+                plan.append((member, _checked_member(tar_path, member)))
+        except tarfile.TarError as err:
+            raise ModelLibraryError(f"{tar_path} is a damaged tar ({err}); re-export the model") from None
+        files = {rel for member, rel in plan if member.isfile()}
+        for member, rel in plan:
+            under_file = [str(p) for p in rel.parents if p in files]
+            if under_file:
+                raise UnsafeArchiveError(f"{tar_path}: member {member.name!r} lies under the file {under_file[0]!r}; refusing to extract it")
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
         for member, rel in plan:
@@ -330,11 +407,39 @@ def safe_extract(tar_path: PathLike, dest: PathLike) -> None:
             resolved = target.resolve()
             if resolved != root and root not in resolved.parents:
                 raise UnsafeArchiveError(f"{tar_path}: member {member.name!r} resolves outside {dest}; refusing to extract it")
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            with open(target, "wb") as out:
-                shutil.copyfileobj(source, out)
-            os.chmod(target, 0o755 if member.mode & 0o100 else 0o644)
+            try:
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                if source is None:  # pragma: no cover - only regular files get here
+                    raise ModelLibraryError(f"{tar_path}: member {member.name!r} cannot be read")
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                os.chmod(target, 0o755 if member.mode & 0o100 else 0o644)
+            except OSError as err:
+                raise UnsafeArchiveError(
+                    f"{tar_path}: member {member.name!r} cannot be written ({err.strerror or err}); refusing to extract the rest"
+                ) from None
+
+
+def _checked_member(tar_path: Path, member: tarfile.TarInfo) -> PurePosixPath:
+    """The member's path inside the extraction folder, or UnsafeArchiveError saying why not."""
+    name = member.name
+    pure = PurePosixPath(name)
+    if name.startswith(("/", "\\")) or pure.is_absolute() or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeArchiveError(f"{tar_path}: member {name!r} has an absolute path; refusing to extract it")
+    if ".." in pure.parts or "\\" in name:
+        raise UnsafeArchiveError(f"{tar_path}: member {name!r} escapes the extraction folder; refusing to extract it")
+    if member.issym() or member.islnk():
+        raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a link; refusing to extract it")
+    if not (member.isfile() or member.isdir()):
+        raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a device or special file; refusing to extract it")
+    odd = [p for p in pure.parts if p not in (".", "") and not SAFE_MEMBER_PART.fullmatch(p)]
+    if odd:
+        raise UnsafeArchiveError(
+            f"{tar_path}: member {name!r} has a name outside letters, digits and . _ + - "
+            "(build tools would read it as shell syntax); refusing to extract it, re-export the model"
+        )
+    return PurePosixPath(*[p for p in pure.parts if p not in (".", "")]) if pure.parts else PurePosixPath()

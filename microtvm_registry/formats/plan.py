@@ -8,7 +8,7 @@ Library Format as ``plan.json``), so a tool or a reader can check what the firmw
 """
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -187,11 +187,23 @@ class Plan:
 
 
 def load_plan(mlf_dir: Path) -> Optional[Plan]:
-    """The plan of an extracted MLF folder, or None for an MLF of kernels only."""
+    """The plan of an extracted MLF folder, or None for an MLF of kernels only. A plan.json we
+    were handed is checked as it is read: anything malformed is one line naming the file."""
+    from .mlf import DEFAULT_MAX_JSON_BYTES, MAX_JSON_ENV, byte_limit, parse_json, read_limited
+
     path = Path(mlf_dir) / PLAN_FILE
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
+    data = parse_json(read_limited(path, str(path), byte_limit(MAX_JSON_ENV, DEFAULT_MAX_JSON_BYTES, ModelError), ModelError),
+                      str(path), ModelError)
+    try:
+        plan = Plan.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:
+        raise ModelError(f"{path} is not a plan microtvm-registry wrote ({type(err).__name__}: {err}); re-export the model") from None
+    sizes = [plan.arena_bytes] + [c.workspace_bytes for c in plan.calls]
+    if any(size < 0 for size in sizes):
+        raise ModelError(f"{path} gives a negative size; re-export the model")
+    return plan
 
 
 def project_workspace_bytes(model_dir: Path, given: Optional[int], default: int) -> int:

@@ -316,8 +316,10 @@ TransportTimeouts.__doc__ = (
     "Seconds for TVM's session layer: retry 0 = never retry, established 0 = no timeout."
 )
 
-_OPTION_FIELDS = ("name", "choices", "default", "type", "required", "optional", "help")
-_ProjectOptionBase = collections.namedtuple("ProjectOption", _OPTION_FIELDS)
+_ProjectOptionBase = collections.namedtuple(  # type: ignore[name-match]  # its repr must read ProjectOption, as TVM's does
+    "ProjectOption", ["name", "choices", "default", "type", "required", "optional", "help"]
+)
+_OPTION_FIELDS = _ProjectOptionBase._fields
 
 
 def _infer_option_type(choices, default) -> str:

@@ -12,7 +12,7 @@ Three kinds feed the catalog, in this priority:
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .extra_indexes import load_extra_indexes
 from .index_format import _log
@@ -47,9 +47,7 @@ class Catalog:
             if len(group) == 1:
                 self.templates[name] = first
             else:
-                self.templates[name] = Template(
-                    name, first.description, first.platform, loader=lambda group=group: _merge_versions(group)
-                )
+                self.templates[name] = Template(name, first.description, first.platform, loader=_merged(group))
 
     def names(self) -> List[str]:
         return sorted(self.templates)
@@ -87,3 +85,8 @@ def load_catalog(*, offline: bool = False, extras: bool = True, plugins: bool = 
 
         indexes += plugin_indexes()
     return Catalog(indexes)
+
+
+def _merged(group: List[Template]) -> Callable[[], List[TemplateVersion]]:
+    """The loader of a name several indexes list: their versions merged on first use."""
+    return lambda: _merge_versions(group)

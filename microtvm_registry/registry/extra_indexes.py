@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import FetchError, IndexFormatError, MicrotvmError, OfflineError, TemplateNotFoundError, first_line
 from ..files import atomic_write_bytes, read_toml_config, update_lock, warn
-from .index_format import INDEX_NAME_RE, _Checker, _has_scheme, parse_index
+from .index_format import INDEX_NAME_RE, _Checker, parse_index
+from .source_kinds import has_scheme
 from .models import Index, Origin
 from .packaged_indexes import packaged_indexes
 
@@ -90,7 +91,7 @@ def _normalise_location(location: str) -> str:
         from urllib.parse import unquote, urlparse
 
         location = unquote(urlparse(location).path)
-    if _has_scheme(location):
+    if has_scheme(location):
         raise MicrotvmError(f"index location {location!r}: only http(s) URLs and local paths are supported")
     return str(Path(location).expanduser().resolve())
 

@@ -37,14 +37,14 @@ catalog on every call and must stay fast.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import IndexFormatError, MicrotvmError
 from ..files import load_toml_bytes, toml_decode_error
-from .models import FolderSource, Index, Origin, PackagedSource, Requirements, Template, TemplateVersion, parse_version
+from .models import Index, Origin, Requirements, Template, TemplateVersion, parse_version
+from .source_kinds import kind_named_in, kind_of
 
 
 def _log():
@@ -83,21 +83,6 @@ _VERSION_KEYS = {
 _EXTRA_KEYS = {"path", "dest", "blob"}
 
 _REQUIRES_KEYS = {"tools", "pip", "python"}
-
-
-def _has_scheme(url: str) -> bool:
-    return bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", url)) and not re.match(r"^[A-Za-z]:[\\/]", url)
-
-
-def _resolve_relative(url: str, base: Optional[str]) -> str:
-    """Resolve a relative source location against the index's own location."""
-    if base is None or _has_scheme(url) or re.match(r"^[^/\s]+@[^/\s]+:", url) or os.path.isabs(url):
-        return url
-    if re.match(r"^https?://", base):
-        from urllib.parse import urljoin
-
-        return urljoin(base, url)
-    return str((Path(base).parent / url).resolve())
 
 
 class _Checker:
@@ -217,62 +202,23 @@ def _parse_source(
     allow_folder: bool,
     required: bool,
 ) -> Any:
-    kinds = [k for k in ("git", "url", "packaged", "path") if k in table]
+    kinds = kind_named_in(table)
     if len(kinds) > 1:
-        raise chk.fail(path, f"give one source, not {' and '.join(kinds)}")
+        raise chk.fail(path, f"give one source, not {' and '.join(k.key for k in kinds)}")
     if not kinds:
         if not required:
             return None
         raise chk.fail(path, "no source: give git + commit + subdir + tree, or url + sha256 + tree")
     kind = kinds[0]
-    if "include" in table and kind != "packaged":
+    if "include" in table and kind.key != "packaged":
         raise chk.fail(f"{path}.include", "include is only for packaged templates")
-    if "extra" in table and kind != "git":
+    if "extra" in table and kind.key != "git":
         raise chk.fail(f"{path}.extra", "extra files are only supported for git sources")
-    if kind in ("git", "url"):
-        from . import sources  # only network sources need it; `path host` stays light
-    if kind == "git":
-        url = _resolve_relative(chk.get_str(table, "git", path, required=True), base)
-        commit = chk.get_hex(table, "commit", path, 40, required=True)
-        subdir = chk.get_relpath(table, "subdir", path, required=True)
-        ref = chk.get_str(table, "ref", path)
-        tree = chk.get_hex(table, "tree", path, 40, required=True)
-        extras = []
-        for n, extra in enumerate(chk.get_tables(table, "extra", path)):
-            epath = f"{path}.extra[{n}]"
-            chk.unknown(extra, _EXTRA_KEYS, epath)
-            extras.append(
-                sources.ExtraFile(
-                    path=chk.get_relpath(extra, "path", epath, required=True),
-                    dest=chk.get_relpath(extra, "dest", epath, required=True),
-                    blob=chk.get_hex(extra, "blob", epath, 40, required=True),
-                )
-            )
-        dests = [e.dest for e in extras]
-        if len(set(dests)) != len(dests):
-            raise chk.fail(f"{path}.extra", "two extra files have the same dest")
-        return sources.GitSource(url=url, commit=commit, subdir=subdir, tree=tree, ref=ref, extra_files=tuple(extras))
-    if kind == "url":
-        url = _resolve_relative(chk.get_str(table, "url", path, required=True), base)
-        sha256 = chk.get_hex(table, "sha256", path, 64, required=True)
-        subdir = chk.get_relpath(table, "subdir", path, required=False)
-        tree = chk.get_hex(table, "tree", path, 40, required=True)
-        return sources.ArchiveSource(url=url, sha256=sha256, subdir=subdir, tree=tree)
-    if kind == "packaged":
-        if not allow_packaged:
-            raise chk.fail(f"{path}.packaged", "only indexes shipped with microtvm-registry may name packaged templates")
-        include = chk.get_str_list(table, "include", path)
-        for n, inc in enumerate(include):
-            chk.get_relpath({"include": inc}, "include", f"{path}.include[{n}]", required=True)
-        return PackagedSource(chk.get_relpath(table, "packaged", path, required=True), include)
-    if not allow_folder:
+    if kind.key == "packaged" and not allow_packaged:
+        raise chk.fail(f"{path}.packaged", "only indexes shipped with microtvm-registry may name packaged templates")
+    if kind.key == "path" and not allow_folder:
         raise chk.fail(f"{path}.path", "a local folder source is only allowed from a plugin")
-    folder = chk.get_str(table, "path", path, required=True)
-    if not os.path.isabs(folder):
-        if base is None:
-            raise chk.fail(f"{path}.path", f"{folder!r} must be an absolute path")
-        folder = str((Path(base).parent / folder).resolve())
-    return FolderSource(folder)
+    return kind.from_table(chk, table, path, base)
 
 
 def _parse_version(
@@ -292,11 +238,8 @@ def _parse_version(
 
     chk.unknown(table, _VERSION_KEYS, path)
     source = parse_source(chk, table, path, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder)
-    version = chk.get_str(table, "version", path, required=not isinstance(source, PackagedSource))
-    if version is None:
-        from .. import __version__
-
-        version = __version__
+    default = kind_of(source).default_version()
+    version: str = chk.get_str(table, "version", path, required=default is None) or default or ""
     try:
         parse_version(version)
     except InvalidVersion:

@@ -28,16 +28,20 @@ is allowed: ``microtvm sync`` resolves it and records the rest, and ``sync --fro
 because the file would change. An entry without ``specifier`` (written by hand, or by an older
 version) asks for exactly its version. The file is written with tomli_w, atomically.
 
-This module is the file format only; ``lock`` and ``sync`` are :mod:`microtvm_registry.locking`.
+This module is the file format only; ``lock`` and ``sync`` are :mod:`microtvm_registry.pins`.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Union
 
 from ..errors import LockfileError, VerificationError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import AnySource, TemplateVersion
+
 
 
 LOCK_NAME = "microtvm.lock"
@@ -57,11 +61,7 @@ _HEADER = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class PluginPin:
-    """A template provided by an installed plugin distribution (verified by content id)."""
-
-    dist: str
+from .models import PluginPin  # noqa: E402,F401 - lockfile entries hold it; importable from here as before
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,7 @@ class LockEntry:
 
     name: str
     version: str
-    source: Any = None
+    source: Union["AnySource", PluginPin, None] = None
     content_id: Optional[str] = None
     index: Optional[str] = None
     #: The PEP 440 specifier asked for ("" = any version; None = exactly ``version``).
@@ -227,14 +227,12 @@ def load_project_lock(start: Optional[Path] = None) -> Optional[Lockfile]:
     return Lockfile.load(path) if path else None
 
 
-def entry_for(tv: Any, content_id: str, specifier: Optional[str] = None) -> LockEntry:
+def entry_for(tv: "TemplateVersion", content_id: str, specifier: Optional[str] = None) -> LockEntry:
     """The lock entry that pins template version ``tv`` at ``content_id``, asked for as
     ``specifier`` ("" = any version)."""
-    from .models import FolderSource
+    from .source_kinds import kind_of
 
-    source = tv.source
-    if isinstance(source, FolderSource):
-        source = PluginPin(tv.origin.name)
+    source = kind_of(tv.source).lock_source(tv.source, tv.origin.name)
     return LockEntry(tv.name, tv.version, source, content_id, tv.origin.name, specifier)
 
 

@@ -7,8 +7,12 @@ A :class:`TemplateVersion` carries one exact source: a :class:`~.sources.GitSour
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Dict, List, Optional, Tuple, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from packaging.version import Version
+
+    from .sources import ArchiveSource, GitSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,12 +22,6 @@ class Requirements:
     tools: Tuple[str, ...] = ()
     pip: Tuple[str, ...] = ()
     python: Optional[str] = None
-
-    def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"tools": list(self.tools), "pip": list(self.pip)}
-        if self.python:
-            out["python"] = self.python
-        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +35,19 @@ class PackagedSource:
 
     relpath: str
     include: Tuple[str, ...] = ()
+    kind_key: ClassVar[str] = "packaged"  # its kind in source_kinds
+
+    def to_table(self) -> Dict[str, Any]:
+        table: Dict[str, Any] = {"packaged": self.relpath}
+        if self.include:
+            table["include"] = list(self.include)
+        return table
+
+    def summary(self) -> str:
+        return f"packaged {self.relpath}"
+
+    def direct_content_id(self) -> Optional[str]:
+        return None  # hashed from the installed folder (packaged_content_id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +55,28 @@ class FolderSource:
     """A folder that already exists on disk (a plugin's template inside an installed package)."""
 
     path: str
+    kind_key: ClassVar[str] = "path"  # its kind in source_kinds
+
+    def to_table(self) -> Dict[str, Any]:
+        return {"path": self.path}
+
+    def summary(self) -> str:
+        return f"folder {self.path}"
+
+    def direct_content_id(self) -> Optional[str]:
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginPin:
+    """What a lockfile records for a plugin's folder: the distribution that provides it (its
+    content id is verified at every use)."""
+
+    dist: str
+
+
+#: Any exact source a template version can pin (source_kinds says what each kind can do).
+AnySource = Union["GitSource", "ArchiveSource", PackagedSource, FolderSource]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +105,7 @@ class TemplateVersion:
 
     name: str
     version: str
-    source: Any  # sources.GitSource | sources.ArchiveSource | PackagedSource | FolderSource
+    source: AnySource
     origin: Origin
     requires: Requirements = Requirements()
     description: str = ""
@@ -81,7 +114,7 @@ class TemplateVersion:
     note: Optional[str] = None
 
     @property
-    def parsed_version(self):
+    def parsed_version(self) -> "Version":
         return parse_version(self.version)
 
     @property
@@ -139,67 +172,17 @@ class Index:
     templates: List[Template]
 
 
-def source_kind(source: Any) -> str:
-    """"git", "archive", "packaged" or "folder"."""
-    if isinstance(source, PackagedSource):
-        return "packaged"
-    if isinstance(source, FolderSource):
-        return "folder"
-    if hasattr(source, "commit"):
-        return "git"
-    return "archive"
-
-
-def describe_source(source: Any) -> str:
+def describe_source(source: AnySource) -> str:
     """One line naming the exact source, for messages and ``microtvm show``."""
-    kind = source_kind(source)
-    if kind == "packaged":
-        return f"packaged {source.relpath}"
-    if kind == "folder":
-        return f"folder {source.path}"
-    if kind == "git":
-        text = f"git {source.url} @ {source.commit[:12]}"
-        if getattr(source, "ref", None):
-            text += f" ({source.ref})"
-        if source.subdir:
-            text += f" {source.subdir}"
-        extras = getattr(source, "extra_files", ()) or ()
-        if extras:
-            text += " + " + ", ".join(f"{e.path} as {e.dest}" for e in extras)
-        return text
-    text = f"archive {source.url} sha256 {source.sha256[:12]}"
-    if getattr(source, "subdir", ""):
-        text += f" {source.subdir}"
-    return text
+    return source.summary()
 
 
-def is_local_location(url: str) -> bool:
-    """True for file:// URLs and plain paths (what a remote index may not point at)."""
-    if url.startswith("file:"):
-        return True
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
-        return False
-    if re.match(r"^[^/\s]+@[^/\s]+:", url):  # scp-like git remote user@host:path
-        return False
-    return True
+def source_to_table(source: AnySource) -> Dict[str, Any]:
+    """The TOML keys that name ``source`` exactly (the inverse of index_format's parse_source)."""
+    return source.to_table()
 
 
-def source_to_table(source: Any) -> Dict[str, Any]:
-    """The TOML keys that name ``source`` exactly (the inverse of :func:`parse_source`)."""
-    kind = source_kind(source)
-    if kind == "packaged":
-        table: Dict[str, Any] = {"packaged": source.relpath}
-        if source.include:
-            table["include"] = list(source.include)
-        return table
-    if kind == "folder":
-        return {"path": source.path}
-    from .sources import source_to_dict  # loaded already: the source object is one of its classes
-
-    return source_to_dict(source)
-
-
-def same_source(a: Any, b: Any) -> bool:
+def same_source(a: AnySource, b: AnySource) -> bool:
     """True when two sources name the same bytes (a git ``ref`` is only a label and is ignored)."""
     ta, tb = source_to_table(a), source_to_table(b)
     ta.pop("ref", None)
@@ -212,7 +195,7 @@ def same_source(a: Any, b: Any) -> bool:
 MAX_VERSION_LENGTH = 64
 
 
-def parse_version(text: str):
+def parse_version(text: str) -> "Version":
     """``packaging.version.Version(text)``, raising InvalidVersion (never ValueError or
     OverflowError) for anything that is not a reasonable PEP 440 version."""
     from packaging.version import InvalidVersion, Version

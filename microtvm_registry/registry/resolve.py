@@ -13,14 +13,18 @@ Rules, in order:
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from ..errors import LockfileError, SpecError, TemplateNotFoundError
 from .index_format import NAME_RE
 from .catalog import Catalog
 from .models import Origin, Requirements, Template, TemplateVersion
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .lockfile import LockEntry, Lockfile
 
 _SPEC_RE = re.compile(r"^\s*(?P<name>[^@\s]+)\s*(?:@(?P<version>.*))?$")
 
@@ -126,7 +130,7 @@ class Resolved:
     """The chosen version; ``pin`` is the lockfile entry when the lockfile decided it."""
 
     version: TemplateVersion
-    pin: Any = None  # lockfile.LockEntry
+    pin: Optional["LockEntry"] = None
 
     @property
     def content_id(self) -> Optional[str]:
@@ -175,25 +179,32 @@ def choose_version(template: Template, spec: Spec) -> TemplateVersion:
     return pick[0]  # versions are sorted newest first
 
 
+class LockChoice(enum.Enum):
+    """``resolve(lock=LockChoice.FIND)``: the project's lockfile, found by walking up from the
+    current folder."""
+
+    FIND = "find"
+
+
 def resolve(
-    spec: Any,
+    spec: Union[str, Spec],
     *,
     catalog: Optional[Catalog] = None,
-    lock: Any = "find",
+    lock: Union["Lockfile", None, LockChoice] = LockChoice.FIND,
     use_lock: bool = True,
     offline: bool = False,
 ) -> Resolved:
     """Resolve ``spec`` (a string or a :class:`Spec`) to one version, honouring the lockfile.
 
-    ``lock`` is a :class:`~microtvm_registry.registry.lockfile.Lockfile`, None for none, or "find" to walk
-    up from the current folder.
+    ``lock`` is a :class:`~microtvm_registry.registry.lockfile.Lockfile`, None for none, or
+    :attr:`LockChoice.FIND` to walk up from the current folder.
     """
     from .catalog import load_catalog
 
     if not isinstance(spec, Spec):
         spec = parse_spec(spec)
     if use_lock:
-        if lock == "find":
+        if lock is LockChoice.FIND:
             from .lockfile import load_project_lock
 
             lock = load_project_lock()
@@ -213,12 +224,13 @@ def resolve(
     return Resolved(choose_version(template, spec))
 
 
-def _resolve_pin(spec: Spec, entry: Any, lock_path: Path, catalog: Optional[Catalog], offline: bool) -> Resolved:
+def _resolve_pin(spec: Spec, entry: "LockEntry", lock_path: Path, catalog: Optional[Catalog], offline: bool) -> Resolved:
     """The lockfile's pin as a TemplateVersion (its exact source, or the index's for bare pins)."""
     from .catalog import load_catalog
     from .packaged_indexes import packaged_indexes
     from .models import same_source
     from .lockfile import PluginPin
+    from .source_kinds import kind_of
 
     if not spec.matches(entry.version):
         raise LockfileError(
@@ -260,7 +272,7 @@ def _resolve_pin(spec: Spec, entry: Any, lock_path: Path, catalog: Optional[Cata
                     # Trust follows what will run: the pin's content id must be the one this
                     # source yields where that is known without fetching (otherwise the cache
                     # verifies the fetched folder against the pin before anything runs).
-                    direct = None if getattr(source, "extra_files", ()) else getattr(v.source, "tree", None)
+                    direct = kind_of(v.source).direct_content_id(v.source)
                     trusted, known = (direct is None or direct == entry.content_id), v
     origin = Origin("lockfile", "microtvm.lock", str(lock_path), trusted=trusted, remote=False)
     version = TemplateVersion(

@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 from ..contentid import is_object_id
 from ..errors import FetchError, UnsafeSourceError
@@ -165,6 +165,7 @@ class GitSource:
     tree: Optional[str]
     ref: Optional[str] = None
     extra_files: Tuple[ExtraFile, ...] = ()
+    kind_key: ClassVar[str] = "git"  # its kind in source_kinds
 
     def __post_init__(self) -> None:
         url_transport(self.url)
@@ -195,6 +196,33 @@ class GitSource:
         where = f":{self.subdir}" if self.subdir else ""
         return f"{self.url} @ {self.commit[:12]}{where}"
 
+    def summary(self) -> str:
+        """One line naming the exact source, for messages and ``microtvm show``."""
+        text = f"git {self.url} @ {self.commit[:12]}"
+        if self.ref:
+            text += f" ({self.ref})"
+        if self.subdir:
+            text += f" {self.subdir}"
+        if self.extra_files:
+            text += " + " + ", ".join(f"{e.path} as {e.dest}" for e in self.extra_files)
+        return text
+
+    def to_table(self) -> Dict[str, Any]:
+        """The index / lockfile keys, in the order the lockfile shows them."""
+        out: Dict[str, Any] = {"git": self.url}
+        if self.ref is not None:
+            out["ref"] = self.ref
+        out.update(commit=self.commit, subdir=self.subdir)
+        if self.tree is not None:
+            out["tree"] = self.tree
+        if self.extra_files:
+            out["extra"] = [{"path": e.path, "dest": e.dest, "blob": e.blob} for e in self.extra_files]
+        return out
+
+    def direct_content_id(self) -> Optional[str]:
+        """The folder's tree id is its content id, unless extra files are added to it."""
+        return None if self.extra_files else self.tree
+
 
 @dataclasses.dataclass(frozen=True)
 class ArchiveSource:
@@ -204,6 +232,7 @@ class ArchiveSource:
     sha256: str
     subdir: str = ""
     tree: Optional[str] = None
+    kind_key: ClassVar[str] = "url"  # its kind in source_kinds
 
     def __post_init__(self) -> None:
         url_transport(self.url)
@@ -217,22 +246,39 @@ class ArchiveSource:
         where = f":{self.subdir}" if self.subdir else ""
         return f"{self.url} (sha256 {self.sha256[:12]}){where}"
 
+    def summary(self) -> str:
+        """One line naming the exact source, for messages and ``microtvm show``."""
+        text = f"archive {self.url} sha256 {self.sha256[:12]}"
+        if self.subdir:
+            text += f" {self.subdir}"
+        return text
+
+    def to_table(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"url": self.url, "sha256": self.sha256}
+        if self.subdir:
+            out["subdir"] = self.subdir
+        if self.tree is not None:
+            out["tree"] = self.tree
+        return out
+
+    def direct_content_id(self) -> Optional[str]:
+        return self.tree
+
 
 Source = Union[GitSource, ArchiveSource]
 
 
 def _canonical(source: Source) -> Dict[str, Any]:
-    if isinstance(source, GitSource):
-        return {
-            "kind": "git",
-            "commit": source.commit,
-            "subdir": source.subdir,
-            "tree": source.tree,
-            "extra_files": sorted([e.path, e.dest, e.blob] for e in source.extra_files),
-        }
-    if isinstance(source, ArchiveSource):
-        return {"kind": "archive", "sha256": source.sha256, "subdir": source.subdir, "tree": source.tree}
-    raise TypeError(f"not a source: {source!r}")
+    """What a fetched source's bytes depend on: its table without the location (``git``/``url``)
+    or labels (``ref``), with its kind."""
+    table = source.to_table()
+    for label in ("git", "url", "ref"):
+        table.pop(label, None)
+    table.setdefault("subdir", "")
+    table.setdefault("tree", None)
+    if source.kind_key == "git":
+        table["extra_files"] = sorted([e["path"], e["dest"], e["blob"]] for e in table.pop("extra", []))
+    return {"kind": "git" if source.kind_key == "git" else "archive", **table}
 
 
 def source_key(source: Source) -> str:
@@ -249,24 +295,7 @@ def source_to_dict(source: Source) -> Dict[str, Any]:
     """A TOML/JSON-friendly mapping using the index's keys, in the order the lockfile shows them
     (``git``, ``ref``, ``commit``, ``subdir``, ``tree``, ``extra`` = list of {path, dest, blob};
     or ``url``, ``sha256``, ``subdir``, ``tree``); inverse of source_from_dict."""
-    if isinstance(source, GitSource):
-        out: Dict[str, Any] = {"git": source.url}
-        if source.ref is not None:
-            out["ref"] = source.ref
-        out.update(commit=source.commit, subdir=source.subdir)
-        if source.tree is not None:
-            out["tree"] = source.tree
-        if source.extra_files:
-            out["extra"] = [
-                {"path": e.path, "dest": e.dest, "blob": e.blob} for e in source.extra_files
-            ]
-        return out
-    out = {"url": source.url, "sha256": source.sha256}
-    if source.subdir:
-        out["subdir"] = source.subdir
-    if source.tree is not None:
-        out["tree"] = source.tree
-    return out
+    return source.to_table()
 
 
 def source_from_dict(data: Mapping[str, Any]) -> Source:
@@ -291,5 +320,4 @@ def source_from_dict(data: Mapping[str, Any]) -> Source:
 
 def validate_source(source: Source, *, allow_file_urls: bool = True) -> None:
     """Check a source before fetching it (construction already checked the rest)."""
-    kind = "git" if isinstance(source, GitSource) else "archive"
-    _check_url(source.url, allow_file_urls=allow_file_urls, kind=kind)
+    _check_url(source.url, allow_file_urls=allow_file_urls, kind="git" if source.kind_key == "git" else "archive")

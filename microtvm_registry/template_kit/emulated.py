@@ -30,11 +30,11 @@ def boot_check(board: Mapping[str, Any], image: Path, icount: bool, timeout_sec:
     qemu = _board_qemu(board, image, icount)
     start = time.monotonic()
     try:
-        qemu.start()
+        pty = qemu.start()
     except QemuError as err:
         raise TemplateKitError(str(err)) from None
     try:
-        link = SerialTransport(qemu.pty, alive=qemu.exit_reason)
+        link = SerialTransport(pty, alive=qemu.exit_reason)
         try:
             link.write(protocol.encode_frame(protocol.MSG_HELLO), 5)
             decoder = protocol.FrameDecoder()
@@ -67,8 +67,8 @@ def open_emulated(board: Mapping[str, Any], image: Path, icount: bool) -> Tuple[
     install_signal_cleanup()
     qemu = _board_qemu(board, image, icount)
     try:
-        qemu.start()
-        return SerialTransport(qemu.pty, alive=qemu.exit_reason), qemu
+        pty = qemu.start()
+        return SerialTransport(pty, alive=qemu.exit_reason), qemu
     except (QemuError, SerialPortError) as err:
         qemu.close()
         raise TemplateKitError(str(err)) from None

@@ -81,8 +81,10 @@ def build_report(elf: Path, board: Mapping[str, Any], stack_bytes: int, min_heap
                     lma_region = region_of(seg["p_paddr"] + (vma - seg["p_vaddr"]))
                     if lma_region is not None and lma_region is not home:
                         lma_region["used"] += size
+        from elftools.elf.sections import SymbolTableSection
+
         symtab = elffile.get_section_by_name(".symtab")
-        if symtab is not None:
+        if isinstance(symtab, SymbolTableSection):
             for name in symbols:
                 found = symtab.get_symbol_by_name(name)
                 if found:

@@ -140,7 +140,7 @@ def config_of(project_dir: Path, name: str = PROJECT_FILE) -> Dict[str, Any]:
 def write_config(out: Path, config: Mapping[str, Any], name: str = PROJECT_FILE) -> None:
     """The project's settings, with the microtvm-registry version that generated it (a project
     outlives upgrades: this says which release its files came from)."""
-    from .. import __version__
+    from .._version import __version__
 
     data = dict(config, generator={"name": "microtvm-registry", "version": __version__})
     (Path(out) / name).write_text(json.dumps(data, indent=2) + "\n")

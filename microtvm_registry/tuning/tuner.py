@@ -120,7 +120,7 @@ def tune_model(
     recipes = [Recipe()] + candidates(trials)
     template = get_packaged_resource("templates/cortex-m")
     own_dir = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="microtvm-tune-")) if own_dir else Path(work_dir)
+    work = Path(tempfile.mkdtemp(prefix="microtvm-tune-")) if work_dir is None else Path(work_dir)
     started = time.monotonic()
     results: List[KernelResult] = []
     unit = ""

@@ -192,18 +192,12 @@ def test_verify_and_repair_a_tampered_entry(repo, daemon):
     assert again.fetched and (again.path / "microtvm_api_server.py").read_text() == "print('hi')\n"
 
 
-def test_clean_and_add_folder(repo, daemon, tmp_path):
+def test_clean(repo, daemon, tmp_path):
     cache = Cache()
     a = cache.materialize(tpl(repo, daemon.url("r")))
     b = cache.materialize(with_extra(repo, daemon.url("r")))
-    folder = tmp_path / "plugin"
-    (folder / "src").mkdir(parents=True)
-    (folder / "src" / "x.c").write_text("int x;\n")
-    c = cache.add_folder(folder)
-    assert c.content_id == contentid.tree_id(folder) and (c.path / "src" / "x.c").exists()
-    assert cache.add_folder(folder).path == c.path
-    assert {e.content_id for e in cache.list_entries()} == {a.content_id, b.content_id, c.content_id}
-    assert cache.clean(keep={a.content_id}) == sorted([b.content_id, c.content_id])
+    assert {e.content_id for e in cache.list_entries()} == {a.content_id, b.content_id}
+    assert cache.clean(keep={a.content_id}) == [b.content_id]
     assert [e.content_id for e in cache.list_entries()] == [a.content_id]
     assert len(os.listdir(cache.sources_dir)) == 1  # b's mapping went with it
     assert cache.clean() == [a.content_id]

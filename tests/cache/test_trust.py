@@ -5,7 +5,7 @@ import pytest
 
 from microtvm_registry.registry import extra_indexes
 from microtvm_registry.errors import TrustError
-from microtvm_registry.templates import get_template, get_template_for_run
+from microtvm_registry.template_paths import get_template, get_template_for_run
 from microtvm_registry.cache.trust import load_trusted, trust_file
 from registry_support import git_version_table, make_template_repo, run_cli, template_table, write_index
 from support.servers import make_repo, rev_parse

@@ -323,7 +323,7 @@ def test_remote_index_may_not_name_local_sources(tmp_path, repo):
             template_table("evil/plain", [git_version_table(str(path), versions["1.0.0"])]),
         ]))
         extra_indexes.add_extra_index("evil", server.url("index.toml"))
-    from microtvm_registry.templates import get_template
+    from microtvm_registry.template_paths import get_template
 
     for name in ("evil/local", "evil/plain"):
         with pytest.raises(UnsafeSourceError, match="remote index"):

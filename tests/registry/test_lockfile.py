@@ -11,7 +11,7 @@ from microtvm_registry.cache.store import Cache
 from microtvm_registry.contentid import tree_id
 from microtvm_registry.errors import LockfileError, VerificationError
 from microtvm_registry.registry.lockfile import Lockfile, find_lockfile
-from microtvm_registry.locking import lock_specs, sync
+from microtvm_registry.pins import lock_specs, sync
 from registry_support import (
     add_insteadof,
     cli_command,
@@ -72,7 +72,7 @@ def test_lock_pins_exact_source_and_content_id(acme):
 
 
 def test_pinned_version_is_what_resolution_and_paths_use(acme):
-    from microtvm_registry.templates import get_template
+    from microtvm_registry.template_paths import get_template
 
     lock_specs(["blinky@1.0.0"])
     path = get_template("blinky")
@@ -136,7 +136,7 @@ def test_pinned_packaged_template_that_changed_is_refused(acme):
     lock.path.write_text(lock.path.read_text().replace(lock.entries["host"].content_id, "1" * 40))
     with pytest.raises(VerificationError, match="host"):
         sync()
-    from microtvm_registry.templates import get_template_for_run
+    from microtvm_registry.template_paths import get_template_for_run
 
     with pytest.raises(VerificationError):
         get_template_for_run("host")
@@ -308,7 +308,7 @@ def test_sync_locked_and_frozen_differ_as_in_uv(acme):
 
 def test_lock_refuses_to_write_into_a_packaged_template_or_the_cache(acme):
     from microtvm_registry import get_packaged_resource
-    from microtvm_registry.templates import get_template
+    from microtvm_registry.template_paths import get_template
 
     host = get_packaged_resource("templates/host")
     before = sorted(p.name for p in host.iterdir())

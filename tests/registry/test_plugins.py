@@ -97,7 +97,7 @@ def test_plugin_templates_appear_by_name(tmp_path):
 def test_plugin_templates_need_trust_to_run(tmp_path):
     site = make_plugin_site(tmp_path)
     env = _env(site)
-    code = "from microtvm_registry.templates import get_template_for_run as g; print(g('acme/blinky'))"
+    code = "from microtvm_registry.template_paths import get_template_for_run as g; print(g('acme/blinky'))"
     proc = _python(code, env)
     assert proc.returncode != 0 and "TrustError" in proc.stderr and "microtvm trust acme/blinky@1.2.0" in proc.stderr
     assert run_cli("trust", "acme/blinky", env=env).returncode == 0

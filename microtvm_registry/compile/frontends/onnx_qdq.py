@@ -59,7 +59,10 @@ def fixed_point(real: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def _numpy(expr: Any) -> Optional[np.ndarray]:
     value = getattr(expr, "value", None)
-    return value.numpy() if hasattr(value, "numpy") else None
+    if value is None or not hasattr(value, "numpy"):
+        return None
+    array: np.ndarray = value.numpy()
+    return array
 
 
 def _op_name(expr: Any) -> str:
@@ -125,6 +128,7 @@ def rewrite_qdq(mod: Any) -> Tuple[Any, List[str], List[str]]:
         def conv_or_dense(self, y: Any) -> Optional[Tuple[Any, np.ndarray, str, int]]:
             """(int32 accumulator, its real scale, kind, rank) for [add(] conv2d|matmul [, bias)]."""
             call, bias = self.defn(y), None
+            bias_shape: Tuple[int, ...]
             if _op_name(call) == "relax.add":
                 core = self.defn(call.args[0])
                 if _op_name(core) in ("relax.nn.conv2d", "relax.matmul"):

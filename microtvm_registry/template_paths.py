@@ -8,12 +8,18 @@ content ids verified for every kind of source, and the trust check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple, cast
 
 from .errors import TemplateNotFoundError, UnsafeSourceError
 
 TVM_PLATFORMS = ("crt", "zephyr", "arduino")
 CURATED_INDEX = "apache-tvm"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .registry.models import TemplateVersion
+    from .registry.resolve import Resolved
+    from .registry.sources import Source
+
 
 
 def _offline(flag: bool) -> bool:
@@ -23,7 +29,7 @@ def _offline(flag: bool) -> bool:
 
 
 def materialize_version(
-    tv: Any,
+    tv: "TemplateVersion",
     *,
     offline: bool = False,
     expected: Optional[str] = None,
@@ -36,43 +42,33 @@ def materialize_version(
     and plugin folders are used in place; they are hashed only when ``expected`` or
     ``need_content_id`` asks for it, since hashing is the one slow thing on a warm path.
     """
-    from .registry.models import FolderSource, PackagedSource, describe_source, is_local_location
     from .registry.lockfile import check_content_id
+    from .registry.source_kinds import kind_of
 
     source = tv.source
+    kind = kind_of(source)
     label = f"{tv.name} {tv.version}"
-    if isinstance(source, (PackagedSource, FolderSource)):
-        if isinstance(source, PackagedSource):
-            from .packaged import get_packaged_resource
-
-            path = get_packaged_resource(source.relpath)
-        else:
-            path = Path(source.path)
-            if not path.is_dir():
-                raise TemplateNotFoundError(
-                    f"{label}: the plugin's folder {path} does not exist; reinstall the plugin {tv.origin.name!r}"
-                )
+    if kind.in_place:
+        path = kind.local_folder(source)
+        if path is None:
+            raise TemplateNotFoundError(
+                f"{label}: its folder ({kind.describe(source)}) does not exist; reinstall the package that provides it "
+                f"({tv.origin.name!r})"
+            )
         content_id = None
         if expected or need_content_id:
-            if isinstance(source, PackagedSource):
-                from .packaged import packaged_content_id
-
-                content_id = packaged_content_id(source.relpath, source.include)
-            else:
-                from .contentid import tree_id
-
-                content_id = tree_id(path)
-            check_content_id(f"{label} ({describe_source(source)})", expected, content_id)
+            content_id = kind.content_id(source, path)
+            check_content_id(f"{label} ({kind.describe(source)})", expected, content_id)
         return path, content_id
-    if tv.origin.remote and is_local_location(source.url):
+    if tv.origin.remote and kind.is_local(source):
         raise UnsafeSourceError(
-            f"{label} from {tv.origin.describe()} names the local source {source.url!r}; a remote index may "
+            f"{label} from {tv.origin.describe()} names the local source {kind.describe(source)!r}; a remote index may "
             "only name network sources, so it was refused (ask the index's owner to fix it)"
         )
     from .cache.store import Cache
 
     result = Cache().materialize(
-        source,
+        cast("Source", source),  # not in place: a kind the cache holds
         offline=offline,
         progress=progress,
         expected_content_id=expected,
@@ -80,6 +76,16 @@ def materialize_version(
         label=f"{tv.name}@{tv.version}",
     )
     return Path(result.path), result.content_id
+
+
+def materialize_with_id(
+    tv: "TemplateVersion", *, offline: bool = False, expected: Optional[str] = None, progress: Optional[bool] = None
+) -> Tuple[Path, str]:
+    """:func:`materialize_version` when the content id is needed: the folder and its id."""
+    path, content_id = materialize_version(tv, offline=offline, expected=expected, need_content_id=True, progress=progress)
+    if content_id is None:  # pragma: no cover - need_content_id always hashes
+        raise UnsafeSourceError(f"{tv.name} {tv.version}: its content id could not be computed")
+    return path, content_id
 
 
 def get_template(spec: str, offline: bool = False, *, progress: Optional[bool] = None) -> Path:
@@ -97,7 +103,7 @@ def locate_template(spec: str, offline: bool = False, *, progress: Optional[bool
     return resolved.version, path
 
 
-def _cached_expected(resolved: Any) -> Optional[str]:
+def _cached_expected(resolved: "Resolved") -> Optional[str]:
     """The content id a lockfile pins, verified for every kind of source (a packaged or plugin
     folder that no longer matches its pin is refused as the cache's entries are)."""
     return resolved.content_id
@@ -122,12 +128,12 @@ def find_tool(tool: str) -> Optional[str]:
     return next((found for found in map(shutil.which, tool.split("|")) if found), None)
 
 
-def missing_tools(tv: Any) -> list:
+def missing_tools(tv: "TemplateVersion") -> list:
     """The declared tools that are not on PATH."""
     return [t for t in tv.requires.tools if find_tool(t) is None]
 
 
-def check_tools(tv: Any) -> None:
+def check_tools(tv: "TemplateVersion") -> None:
     """Refuse to start a server whose declared tools are missing, naming them and how to get
     them: the server would start and fail later with something far less clear (zephyr's launcher
     without ``west`` ends in "Permission denied ... status 126")."""
@@ -172,15 +178,11 @@ def get_template_for_run(
     return path
 
 
-def _has_recorded_id(tv: Any) -> bool:
+def _has_recorded_id(tv: "TemplateVersion") -> bool:
     """A packaged template of an installed wheel: hash it, to notice an edit since install."""
-    from .registry.models import PackagedSource
+    from .registry.source_kinds import kind_of
 
-    if not isinstance(tv.source, PackagedSource):
-        return False
-    from .packaged import recorded_content_id
-
-    return recorded_content_id(tv.source.relpath) is not None
+    return kind_of(tv.source).installed_content_id(tv.source) is not None
 
 
 def get_microtvm_template_projects(platform: str) -> Path:

@@ -168,12 +168,12 @@ def _fresh_pin(request: str, specifier: Optional[str], offline: bool, progress: 
     """Resolve ``request`` ignoring any pin, fetch it to learn its content id, and return the
     entry that pins it as asked for by ``specifier``."""
     from .registry.resolve import resolve
-    from .templates import materialize_version
+    from .template_paths import materialize_with_id
 
     tv = resolve(request, use_lock=False, offline=offline).version
     if progress and verb:
         progress(f"{verb} {tv.name} {tv.version}")
-    _path, content_id = materialize_version(tv, offline=offline, need_content_id=True)
+    _path, content_id = materialize_with_id(tv, offline=offline)
     return entry_for(tv, content_id, specifier)
 
 
@@ -233,7 +233,7 @@ def sync(
     module docstring). A content id that differs from the pin raises VerificationError and
     nothing is cached under it."""
     from .registry.resolve import Spec, _resolve_pin
-    from .templates import materialize_version
+    from .template_paths import materialize_with_id
 
     mode = mode or ("frozen" if frozen else "sync")
     if mode not in SYNC_MODES:
@@ -265,9 +265,7 @@ def sync(
                 progress(f"syncing {name} {entry.version}")
             if name not in stale:
                 pinned = _resolve_pin(Spec.exact(name, entry.version), entry, lock.path, None, offline)
-                _p, content_id = materialize_version(
-                    pinned.version, offline=offline, expected=entry.content_id, need_content_id=True, progress=None
-                )
+                _p, content_id = materialize_with_id(pinned.version, offline=offline, expected=entry.content_id, progress=None)
                 check_content_id(f"{name} {entry.version}", entry.content_id, content_id)
                 verified.append(name)
                 changes.append(PinChange(name, "verified", entry.version, entry.version, entry.content_id))
