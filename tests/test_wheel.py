@@ -113,4 +113,5 @@ def test_an_edited_packaged_template_is_no_longer_trusted(installed):
 @pytest.mark.needs_tvm
 def test_demo_runs_from_the_installed_wheel(installed):
     proc = _run([installed["venv"] / "bin" / "microtvm", "demo"], cwd=installed["outside"], env=installed["env"])
-    assert proc.stdout.count(": OK") == 2 and "vs onnxruntime" in proc.stdout, proc.stdout
+    assert proc.stdout.count(": OK") == 3 and "vs onnxruntime" in proc.stdout, proc.stdout
+    assert "int8 .tflite model on the host device vs TensorFlow Lite Micro: identical: OK" in proc.stdout

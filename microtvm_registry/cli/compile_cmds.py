@@ -1,10 +1,12 @@
-"""``microtvm compile``: an ONNX model to Model Library Format (kernels, constants, static plan)."""
+"""``microtvm compile``: a .tflite or .onnx model to Model Library Format (kernels, constants,
+static plan); ``microtvm tune``: its kernels measured on a board."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from ..formats.names import printable
 from ._common import add_json_flag, print_json
 
 
@@ -12,14 +14,15 @@ def register(subparsers) -> None:
     """Add ``compile``."""
     comp = subparsers.add_parser(
         "compile",
-        help="compile an ONNX model to Model Library Format with a static memory plan",
+        help="compile a .tflite or .onnx model to Model Library Format with a static memory plan",
         description=(
-            "Import an ONNX model with apache-tvm, lower it, plan its memory statically (one arena, a workspace "
-            "sized by the plan, weights as constants) and write Model Library Format: the kernels, the model as "
-            "one C function (model.h) and its plan. Any template generates a project from it."
+            "Import a TFLite or ONNX model (told apart by its content), lower it with apache-tvm, plan its memory "
+            "statically (one arena, a workspace sized by the plan, weights as constants) and write Model Library "
+            "Format: the kernels, the model as one C function (model.h) and its plan. An int8 TFLite model computes "
+            "exactly what TensorFlow Lite Micro computes. Any template generates a project from it."
         ),
     )
-    comp.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
+    comp.add_argument("model", metavar="MODEL", help="the model: a .tflite (TFLite) or .onnx (ONNX) file")
     comp.add_argument("-o", "--output", required=True, metavar="FILE", help="the Model Library Format tar to write")
     comp.add_argument(
         "--target",
@@ -52,7 +55,7 @@ def register(subparsers) -> None:
             "`microtvm compile --records FILE` builds the model with the best schedule per kernel."
         ),
     )
-    tune.add_argument("model", metavar="MODEL.onnx", help="the ONNX model")
+    tune.add_argument("model", metavar="MODEL", help="the model: a .tflite or .onnx file")
     tune.add_argument("--board", required=True, metavar="BOARD", help="a board of the cortex-m template, e.g. mps2-an386")
     tune.add_argument("--trials", type=int, metavar="N", help="candidates per kernel besides the default (default: all)")
     tune.add_argument("--records", metavar="FILE", help="the JSON-lines records file (default: MODEL.BOARD.records.jsonl beside the model)")
@@ -88,7 +91,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.json:
-        print_json({"output": str(output), "name": compiled.name, "target": compiled.target, **summary})
+        print_json({"output": str(output), "name": compiled.name, "target": compiled.target, "format": compiled.format,
+                    "arithmetic": compiled.arithmetic, **summary})
         return 0
     ops = ", ".join(f"{op} x{n}" for op, n in summary["operators"].items())
     print(f"compiled {args.model} for {compiled.target} into {output} (model function {compiled.name!r})")
@@ -100,8 +104,20 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for kernel, how in sorted(compiled.tuned.items()):
         print(f"  tuned {kernel}: {how}")
     if summary["integer_operators"]:
-        print(f"  int8: {', '.join(summary['integer_operators'])} run in integers (int8 weights and activations, int32 accumulation)")
+        print(f"  int8: {', '.join(summary['integer_operators'])} run in integers (int8 weights and activations, int32 accumulation), "
+              f"{ARITHMETIC_WORDS.get(compiled.arithmetic, compiled.arithmetic)}")
+    for kind, slots in (("input", summary["inputs"]), ("output", summary["outputs"])):
+        for t in slots:
+            quant = f", scale {t['scale']:.6g} zero point {t['zero_point']}" if "scale" in t else ""
+            print(f"  {kind} {printable(t['name'])} (C: {t['c_name']}): {t['dtype']} {tuple(t['shape'])}{quant}")
     return 0
+
+
+#: What each integer arithmetic means, in the words the summary prints.
+ARITHMETIC_WORDS = {
+    "tflite-micro": "as TensorFlow Lite Micro computes them (bit for bit)",
+    "onnxruntime": "as onnxruntime's QDQ semantics (within one step)",
+}
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="NAME=FILE.npy",
-        help="an input argument, repeatable",
+        help="an input argument, repeatable (just FILE.npy for a model's only input)",
     )
     run.add_argument("-f", "--function", help="function to run (default: the model's only function)")
     run.add_argument("--output-dir", default=".", metavar="DIR", help="where to write OUTPUT.npy files (default: .)")
@@ -75,16 +75,36 @@ def register(subparsers) -> None:
 # ------------------------------------------------------------------------------------------ run
 
 
+#: ``-i FILE.npy`` without a name: the function's only input.
+ONLY_INPUT = ""
+
+
 def _parse_inputs(pairs: List[str]) -> Dict[str, Path]:
     inputs: Dict[str, Path] = {}
     for pair in pairs:
         name, sep, file = pair.partition("=")
-        if not sep or not name or not file:
-            raise OptionError(f"--input {pair!r} is not of the form NAME=FILE.npy")
+        if not sep:
+            name, file = ONLY_INPUT, pair
+        if (sep and not name) or not file:
+            raise OptionError(f"--input {pair!r} is not of the form NAME=FILE.npy (or FILE.npy for a model's only input)")
         if name in inputs:
-            raise OptionError(f"--input {name} is given twice; give each input once")
+            raise OptionError(f"--input {name or 'FILE.npy'} is given twice; give each input once")
         inputs[name] = Path(file)
     return inputs
+
+
+def _bind_only_input(arrays: Dict[str, Any], fn: Any) -> Dict[str, Any]:
+    """``-i FILE.npy`` (no name) given to the function's one input; one line when it has more."""
+    if ONLY_INPUT not in arrays:
+        return arrays
+    names = [a.name for a in fn.inputs]
+    if len(names) != 1:
+        raise OptionError(
+            f"{fn.name} takes {len(names)} inputs ({', '.join(names)}); give each as -i NAME=FILE.npy"
+        )
+    bound = dict(arrays)
+    bound[names[0]] = bound.pop(ONLY_INPUT)
+    return bound
 
 
 def _save_npy(path: Path, array: Any) -> None:
@@ -126,7 +146,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             arrays[name] = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise MicrotvmError(f"cannot read input {name} from {file}: {err}; pass a .npy file") from None
+            what = f"input {name} from {file}" if name != ONLY_INPUT else f"input file {file}"
+            raise MicrotvmError(f"cannot read {what}: {err}; pass a .npy file (-i FILE.npy, or -i NAME=FILE.npy)") from None
     written: List[Dict[str, Any]] = []
     timing = None
     per_call: List[Any] = []
@@ -139,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if len(names) != 1:
                 raise OptionError(f"the model has {len(names)} functions ({', '.join(names)}); pick one with --function")
             function = names[0]
+        arrays = _bind_only_input(arrays, sess.function(function))
         outputs = sess.run(function, arrays)
         if args.time:
             fn = sess.function(function)
@@ -311,6 +333,51 @@ def _demo_kernels(workdir: Path, board: Optional[str], step: Callable[[str], Non
     return ok
 
 
+def _demo_target(board: Optional[str]) -> str:
+    if not board:
+        return "host"
+    from ..boards.database import load_board_database
+
+    return load_board_database().get(board).core
+
+
+def _demo_tflite(workdir: Path, board: Optional[str], step: Callable[[str], None]) -> bool:
+    """Part 2: an int8 keyword-spotting .tflite (built in code, TFLite's own schema) compiled
+    whole, run on the device, checked against TensorFlow Lite Micro's interpreter: bit for bit."""
+    import numpy as np
+
+    from ..compile.model import compile_model
+    from ..compile.sample_models import demo_kws_tflite
+    from ..device.session import Session
+
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError:
+        raise MicrotvmError("the TFLite demo needs tflite-micro (TFLite Micro's interpreter); pip install 'microtvm-registry[tvm]'") from None
+    where, target = board or "host", _demo_target(board)
+    model_path = workdir / "kws.tflite"
+    model_path.write_bytes(demo_kws_tflite())
+    step(f"compiling an int8 keyword-spotting model ({model_path.name}, built in code) for {target}: TFLite Micro's arithmetic")
+    compiled = compile_model(model_path, workdir / "kws-tflite.tar", target=target)
+    name = "cortex-m" if board else "host"
+    project = _demo_project(name, compiled.path, workdir / f"{where}-tflite-project", board)
+    features = np.random.default_rng(2).uniform(-2, 2, (1, 10, 6, 1)).astype(np.float32)
+    interpreter = runtime.Interpreter.from_file(str(model_path))
+    interpreter.set_input(features, 0)
+    interpreter.invoke()
+    expected = interpreter.get_output(0)
+    step(f"running it on {where} and comparing with TensorFlow Lite Micro's interpreter")
+    try:
+        with Session.open(project) as sess:
+            got = sess.run(compiled.name, {"features": features})["probabilities"]
+    finally:
+        project.close()
+    ok = bool(np.array_equal(got, expected))
+    where_words = f"on {board}" if board else "on the host device"
+    print(f"demo: int8 .tflite model {where_words} vs TensorFlow Lite Micro: {'identical' if ok else 'DIFFERENT'}: {'OK' if ok else 'FAIL'}")
+    return ok
+
+
 def _demo_model(workdir: Path, board: Optional[str], step: Callable[[str], None]) -> bool:
     """Part 2: a keyword-spotting-shaped ONNX network (built in code) compiled whole with a static
     plan, run on the device, checked against onnxruntime."""
@@ -325,12 +392,7 @@ def _demo_model(workdir: Path, board: Optional[str], step: Callable[[str], None]
         import onnxruntime
     except ImportError:
         raise MicrotvmError("the model demo needs onnx and onnxruntime; pip install 'microtvm-registry[tvm]'") from None
-    where = board or "host"
-    target = "host"
-    if board:
-        from ..boards.database import load_board_database
-
-        target = load_board_database().get(board).core
+    where, target = board or "host", _demo_target(board)
     model_path = workdir / "kws.onnx"
     onnx.save(demo_kws(), str(model_path))
     step(f"compiling a keyword-spotting network ({model_path.name}, built in code) for {target}: static plan, one C module")
@@ -380,10 +442,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="microtvm-demo-"))
         temporary = True
     where = board or "host"
-    for leftover in (workdir / f"{where}-project", workdir / f"{where}-kws-project"):
+    for leftover in (workdir / f"{where}-project", workdir / f"{where}-tflite-project", workdir / f"{where}-kws-project"):
         if leftover.exists():
             raise MicrotvmError(f"{leftover} already exists from an earlier demo; remove it or pass another --workdir")
-    total = 6
+    total = 8
     counter = iter(range(1, total + 1))
 
     def step(text: str) -> None:
@@ -391,6 +453,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         ok = _demo_kernels(workdir, board, step)
+        ok = _demo_tflite(workdir, board, step) and ok
         ok = _demo_model(workdir, board, step) and ok
     finally:
         if temporary and not args.keep:

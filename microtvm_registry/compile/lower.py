@@ -88,7 +88,8 @@ class _PlanReader:
         for block in main.body.blocks:
             for binding in block.bindings:
                 self.binding(str(binding.var.name), binding.value)
-        return inputs, self.outputs(main.body.body), self.layout()
+        layout = self.layout()  # before the outputs: an output may be an arena tensor, placed by the layout
+        return inputs, self.outputs(main.body.body), layout
 
     def binding(self, var: str, value: Any) -> None:
         kind = _kind(value)

@@ -80,6 +80,32 @@ def _check_identifiers(model: str, kernels: Sequence[str], plan: Plan) -> None:
                 raise ModelError(f"{what} name {name!r} is not a C identifier; the compiler derives C names, so this is a bug")
 
 
+#: What ``<model>_model.h`` defines (see header_source); raised when a define changes meaning or goes.
+MODEL_API_VERSION = 2
+
+
+def _tensor_defines(prefix: str, t: TensorSlot) -> List[str]:
+    """An input's or output's facts as constants: where it sits in inputs[]/outputs[], its size,
+    element type and shape, and for a quantized tensor the scale and zero point a firmware needs
+    to quantize a float feature vector (q = round(x / SCALE) + ZERO_POINT) or read a result."""
+    code, bits, _lanes = parse_dtype(t.dtype)
+    lines = [
+        f"#define {prefix}_INDEX {t.index}",
+        f"#define {prefix}_BYTES {t.nbytes}u",
+        f"#define {prefix}_ELEMENTS {t.nbytes * 8 // bits}u",
+        f"#define {prefix}_DTYPE_CODE {code}  /* DLPack: 0 int, 1 uint, 2 float */",
+        f"#define {prefix}_DTYPE_BITS {bits}",
+        f"#define {prefix}_RANK {len(t.shape)}",
+        f"#define {prefix}_SHAPE {{{', '.join(str(d) for d in t.shape) or '1'}}}",
+    ]
+    if t.scale is not None:
+        lines += [
+            f"#define {prefix}_SCALE {float(t.scale)!r}f",
+            f"#define {prefix}_ZERO_POINT ({int(t.zero_point or 0)})",
+        ]
+    return lines
+
+
 def header_source(model: str, plan: Plan) -> str:
     _check_identifiers(model, [], plan)
     up = _ident(model).upper()
@@ -92,12 +118,16 @@ def header_source(model: str, plan: Plan) -> str:
         'extern "C" {',
         "#endif",
         "",
+        "/* The version of this header's API: what it defines and how run() is called. A firmware",
+        " * written against one version can check it (#if) when the model is recompiled. */",
+        f"#define {up}_MODEL_API_VERSION {MODEL_API_VERSION}",
+        "",
         f"#define {up}_NUM_INPUTS {len(plan.inputs)}",
         f"#define {up}_NUM_OUTPUTS {len(plan.outputs)}",
     ]
     for kind, slots in (("INPUT", plan.inputs), ("OUTPUT", plan.outputs)):
         for t in slots:
-            lines.append(f"#define {up}_{kind}_{_ident(t.name).upper()}_BYTES {t.nbytes}u  /* {t.dtype} {list(t.shape)} */")
+            lines += _tensor_defines(f"{up}_{kind}_{_ident(t.name).upper()}", t)
     lines += [
         f"#define {up}_ARENA_BYTES {plan.arena_bytes}u  /* static, inside the model's C */",
         f"#define {up}_WORKSPACE_BYTES {plan.workspace_bytes}u  /* static, inside the model's C */",

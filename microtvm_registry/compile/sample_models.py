@@ -1,5 +1,6 @@
-"""Small ONNX models built in code (onnx.helper, fixed random weights): the demo's network and the
-DS-CNN keyword-spotting net of MLPerf Tiny's shape, for the demo, the tests and the benchmarks.
+"""Small models built in code, fixed random weights: the demo's networks (an int8 .tflite and an
+ONNX one) and the DS-CNN keyword-spotting net of MLPerf Tiny's shape, for the demo, the tests
+and the benchmarks.
 Nothing is downloaded: the weights are random but fixed by the seed, which is all a compiler
 check needs (the outputs are compared with onnxruntime on the same model).
 """
@@ -97,3 +98,51 @@ def quantize_qdq(float_path: Path, out_path: Path, input_name: str, shape: Seque
     quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     return Path(out_path)
+
+
+def demo_kws_tflite(seed: int = 0) -> bytes:
+    """The demo's .tflite: an int8 (full-integer, per-channel weights) DS-CNN in TFLite's shape of
+    things, NHWC, input 1x10x6x1: QUANTIZE from float, CONV_2D (stride 2, RELU6), DEPTHWISE_CONV_2D,
+    a 1x1 CONV_2D, AVERAGE_POOL_2D over the map, RESHAPE, FULLY_CONNECTED, SOFTMAX, DEQUANTIZE."""
+    import numpy as np
+
+    from .tflite_writer import TfliteWriter
+
+    rng = np.random.default_rng(seed)
+    w = TfliteWriter("microtvm-registry demo")
+    ch, classes = 8, 4
+
+    def conv(x: int, in_scale: float, wshape: Sequence[int], out_shape: Sequence[int], out_scale: float, out_zero: int,
+             depthwise: bool = False, **options: Any) -> int:
+        oc = wshape[3] if depthwise else wshape[0]
+        scales = rng.uniform(0.004, 0.012, oc).astype(np.float32)
+        weights = w.tensor(f"w{len(w.tensors)}", wshape, "int8", rng.integers(-127, 128, wshape), scales, np.zeros(oc, np.int64),
+                           quantized_dimension=3 if depthwise else 0)
+        bias = w.tensor(f"b{len(w.tensors)}", [oc], "int32", rng.integers(-300, 300, oc), scales * np.float32(in_scale), np.zeros(oc, np.int64))
+        y = w.tensor(f"a{len(w.tensors)}", out_shape, "int8", scale=out_scale, zero_point=out_zero)
+        w.op("DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [x, weights, bias], [y], **options)
+        return y
+
+    features = w.tensor("features", [1, 10, 6, 1], "float32")
+    x = w.tensor("input", [1, 10, 6, 1], "int8", scale=0.02, zero_point=0)
+    w.op("QUANTIZE", [features], [x])
+    a = conv(x, 0.02, [ch, 3, 3, 1], [1, 5, 3, ch], 0.03, -128, padding="SAME", stride_w=2, stride_h=2,
+             fused_activation_function="RELU6", dilation_w_factor=1, dilation_h_factor=1)
+    a = conv(a, 0.03, [1, 3, 3, ch], [1, 5, 3, ch], 0.04, -128, depthwise=True, padding="SAME", stride_w=1, stride_h=1,
+             depth_multiplier=1, fused_activation_function="RELU", dilation_w_factor=1, dilation_h_factor=1)
+    a = conv(a, 0.04, [ch, 1, 1, ch], [1, 5, 3, ch], 0.05, -128, padding="VALID", stride_w=1, stride_h=1,
+             fused_activation_function="RELU", dilation_w_factor=1, dilation_h_factor=1)
+    pooled = w.tensor("pooled", [1, 1, 1, ch], "int8", scale=0.05, zero_point=-128)
+    w.op("AVERAGE_POOL_2D", [a], [pooled], padding="VALID", stride_w=3, stride_h=5, filter_width=3, filter_height=5,
+         fused_activation_function="NONE")
+    flat = w.tensor("flat", [1, ch], "int8", scale=0.05, zero_point=-128)
+    w.op("RESHAPE", [pooled, w.tensor("shape", [2], "int32", np.array([1, ch], np.int32))], [flat], new_shape=[1, ch])
+    fc_w = w.tensor("fc_w", [classes, ch], "int8", rng.integers(-127, 128, (classes, ch)), [0.01], [0])
+    fc_b = w.tensor("fc_b", [classes], "int32", rng.integers(-200, 200, classes), [0.05 * 0.01], [0])
+    logits = w.tensor("logits", [1, classes], "int8", scale=0.08, zero_point=3)
+    w.op("FULLY_CONNECTED", [flat, fc_w, fc_b], [logits], fused_activation_function="NONE")
+    probs = w.tensor("probs", [1, classes], "int8", scale=1.0 / 256, zero_point=-128)
+    w.op("SOFTMAX", [logits], [probs], beta=1.0)
+    out = w.tensor("probabilities", [1, classes], "float32")
+    w.op("DEQUANTIZE", [probs], [out])
+    return w.to_bytes([features], [out])

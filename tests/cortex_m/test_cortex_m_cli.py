@@ -63,6 +63,7 @@ def test_demo_on_the_emulated_cortex_m4():
     out = run_cli("demo", "--board", "mps2-an386", timeout=300)
     assert out.returncode == 0, out.stderr
     assert "demo: dense+bias+relu on mps2-an386 vs numpy" in out.stdout and out.stdout.rstrip().endswith("OK")
+    assert "demo: int8 .tflite model on mps2-an386 vs TensorFlow Lite Micro: identical: OK" in out.stdout
     assert "demo: keyword-spotting network on mps2-an386 vs onnxruntime" in out.stdout
     assert "instructions per call (QEMU -icount: exact)" in out.stderr
 
@@ -102,4 +103,4 @@ def test_a_missing_qemu_is_one_line_naming_the_package(tmp_path, built_boards, f
     assert "qemu-system-arm is not on PATH" in out.stderr and "apt-get install qemu-system-arm" in out.stderr
     out = run_cli("demo", "--board", "mps2-an386", env={"PATH": _path_without(tmp_path / "d", "qemu-system-arm")}) \
         if (tmp_path / "d").mkdir() is None else None
-    assert out.returncode == 1 and "needs qemu-system-arm" in out.stderr and "[1/6]" not in out.stderr
+    assert out.returncode == 1 and "needs qemu-system-arm" in out.stderr and "[1/8]" not in out.stderr

@@ -70,14 +70,17 @@ def test_demo_compiles_runs_and_checks_against_numpy(tmp_path):
     pytest.importorskip("tvm")
     result = microtvm("demo", "--workdir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
-    kernels, network = result.stdout.strip().splitlines()[-2:]
+    kernels, tflite, network = result.stdout.strip().splitlines()[-3:]
     assert kernels.startswith("demo: dense+bias+relu on the host device vs numpy: max abs error") and kernels.endswith(": OK")
+    assert tflite == "demo: int8 .tflite model on the host device vs TensorFlow Lite Micro: identical: OK"
     assert network.startswith("demo: keyword-spotting network on the host device vs onnxruntime: max abs error")
     assert network.endswith(": OK")
-    for step in ("[1/6] compiling dense", "[2/6] generating, building", "[3/6] running the kernels",
-                 "[4/6] compiling a keyword-spotting network", "[5/6] generating", "[6/6] running the whole network"):
+    for step in ("[1/8] compiling dense", "[2/8] generating, building", "[3/8] running the kernels",
+                 "[4/8] compiling an int8 keyword-spotting model (kws.tflite", "[5/8] running it on host and comparing with TensorFlow Lite Micro",
+                 "[6/8] compiling a keyword-spotting network", "[7/8] generating", "[8/8] running the whole network"):
         assert step in result.stderr
     assert (tmp_path / "demo" / "host-project" / "build" / "main").is_file()
+    assert (tmp_path / "demo" / "host-tflite-project" / "build" / "main").is_file()
     assert (tmp_path / "demo" / "host-kws-project" / "build" / "main").is_file()
     again = microtvm("demo", "--workdir", str(tmp_path / "demo"))
     assert again.returncode == 1 and "already exists" in again.stderr

@@ -286,7 +286,10 @@ def rewrite_qdq(mod: Any) -> Tuple[Any, List[str], List[str]]:
                     found = self.integer_for(value.args[0], s_out.astype(np.float64), z_out.astype(np.int64))
                     if found is not None:
                         expr, kind = found
-                        new_var = self.builder_.emit(expr)
+                        # an output of the dataflow block stays one (else the function's return
+                        # would name a variable no binding defines any more)
+                        output = not isinstance(binding.var, relax.DataflowVar)
+                        new_var = self.builder_.emit_output(expr) if output else self.builder_.emit(expr)
                         self.set_var_remap(binding.var, new_var)
                         self.rewritten.append(kind)
                         return
