@@ -130,3 +130,30 @@ def test_ctrl_c_keeps_the_records_measured_so_far(tmp_path):
     total = len(records.read_text().splitlines())
     assert json.loads(again.stdout)["measured"] == total - len(kept)  # only what was not measured yet
 
+
+
+def test_a_tflite_model_is_tuned_and_its_tuned_build_still_equals_tflite_micro(tmp_path):
+    """tune and compile --records take .tflite models too; the tuned int8 kernels still give
+    TFLite Micro's answer to the bit."""
+    from support import tflite_models as tm
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "compile"))
+    from test_tflite import run_against_tflite_micro
+
+    from microtvm_registry import get_packaged_resource
+    from microtvm_registry.compile.model import compile_model
+    from microtvm_registry.project import generate_project
+
+    model = tm.edge_conv(tmp_path / "edge.tflite", in_zero=-128, out_scale=0.05, stride=2, padding="SAME", size=(7, 5))
+    records = tmp_path / "edge.records.jsonl"
+    out = run_cli("tune", str(model), "--board", BOARD, "--trials", "4", "--records", str(records), "--json", timeout=600)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["measured"] >= 2 and [k["kernel"] for k in report["kernels"]] == ["conv2d_int8"]
+    compiled = compile_model(model, tmp_path / "tuned.tar", target="cortex-m4", records=records, board=BOARD)
+    assert set(compiled.tuned) == {"conv2d_int8"}
+    project = generate_project(get_packaged_resource("templates/cortex-m"), compiled.path, tmp_path / "proj", {"board": BOARD})
+    with project:
+        project.build()
+        project.flash()
+    run_against_tflite_micro(model, compiled, tmp_path / "proj", tmp_path, seeds=(1, 2))
