@@ -173,10 +173,23 @@ def _apply_global_flags(args: argparse.Namespace) -> None:
         os.environ[MIRROR_ENV] = " ".join(args.git_mirror + [os.environ.get(MIRROR_ENV, "")]).strip()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that every ``with`` block cleans up (servers,
+    QEMU, staging and tuning folders) as for Ctrl-C, instead of Python's default instant death."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the console script; returns the exit status (0 ok, 1 error, 2 usage)."""
+    import signal
+
     if argv is None:
         argv = sys.argv[1:]
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     args = _parse_path_fast(argv)
     if args is None:
         parser = build_parser(argv)
@@ -193,10 +206,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         _apply_global_flags(args)
         return int(handler(args) or 0)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        _exit_now(130)
-        return 130
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, _Terminated)
+        print(f"{PROG}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        _exit_now(143 if terminated else 130)
+        return 143 if terminated else 130
     except BrokenPipeError:
         # ``microtvm list --json | head``: the reader left; that is not an error worth a line.
         # Point stdout at devnull so the interpreter's final flush does not complain again.

@@ -80,7 +80,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     )
     summary = compiled.summary
     if args.records:
-        summary = dict(summary, tuned=compiled.tuned, untuned=compiled.untuned)
+        summary = dict(summary, tuned=compiled.tuned, untuned=compiled.untuned, refused=compiled.refused)
+        for why in compiled.refused:
+            print(f"microtvm: warning: a record failed the host check and was not used: {why}", file=sys.stderr)
         if compiled.untuned:
             print(f"microtvm: {len(compiled.untuned)} kernels had no record for {compiled.target}"
                   f"{' on ' + args.board if args.board else ''}, built as by default: {', '.join(compiled.untuned)}", file=sys.stderr)

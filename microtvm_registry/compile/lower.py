@@ -9,7 +9,10 @@ the ``tvm`` kernel provider (kernels/tvm.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
 
 from ..errors import ModelError
 from ..formats.mlf import ArgInfo, FunctionInfo, workspace_needs
@@ -164,28 +167,60 @@ def pipeline(mod: Any, target: str) -> Any:
     return mod
 
 
-def lower(
-    mod: Any,
-    target: str,
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-    schedule: Optional[Callable[[str, Any], Any]] = None,
-) -> Tuple[Plan, str, List[FunctionInfo], List[Any]]:
-    """(plan, C source of all kernels, the kernels as callable functions, the constants' data
-    as numpy arrays in the plan's constant order). ``schedule(name, prim_func)`` may replace a
-    kernel with a scheduled one (tuning records) before the build."""
+@dataclass
+class Lowered:
+    """A model lowered to kernels and read into a plan, before the kernels are built."""
+
+    reader: "_PlanReader"
+    inputs: List[TensorSlot]
+    outputs: List[TensorSlot]
+    arena_bytes: int
+    calls: List[Tuple[str, Tuple[str, ...]]]  # (kernel, argument slots) in order
+    prim_funcs: Dict[str, Any]
+
+    def constants(self) -> Dict[str, np.ndarray]:
+        """Constant slot name -> its values."""
+        return {slot.name: expr.value.numpy() for expr, slot in self.reader.constants}
+
+    def kernel_constants(self) -> Dict[str, Dict[int, np.ndarray]]:
+        """Per kernel, its first call's constant arguments by parameter position (the model's own
+        weights and multipliers, which a kernel check must run on)."""
+        from .kernel_check import constants_by_param
+
+        return constants_by_param(self.calls, self.constants())
+
+
+def lower_to_kernels(mod: Any, target: str, input_names: Sequence[str], output_names: Sequence[str]) -> Lowered:
+    """TVM's pipeline, the plan read off ``main``, and the kernels it calls (not yet built)."""
     mod = pipeline(mod, target)
     reader = _PlanReader(input_names, output_names)
     inputs, outputs, layout = reader.read(mod["main"])
     resolved = [(kernel, tuple(reader.alias.get(a, a) for a in args)) for kernel, args in reader.calls]
-
     used = {kernel for kernel, _ in resolved}
     prim_funcs = {name: func for name, func in kernel_funcs(mod).items() if name in used}
     missing = used - set(prim_funcs)
     if missing:
         raise ModelError(f"the lowered model calls {sorted(missing)[0]}, which is not a kernel of the module")
+    return Lowered(reader, inputs, outputs, layout["arena_bytes"], resolved, prim_funcs)
+
+
+def lower(
+    mod: Any,
+    target: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    schedule: Optional[Callable[[str, Any, Dict[int, np.ndarray]], Any]] = None,
+) -> Tuple[Plan, str, List[FunctionInfo], List[Any]]:
+    """(plan, C source of all kernels, the kernels as callable functions, the constants' data
+    as numpy arrays in the plan's constant order). ``schedule(name, prim_func, constants)`` may
+    replace a kernel with a scheduled one (tuning records) before the build; ``constants`` are
+    the kernel's constant arguments, by parameter position."""
+    lowered = lower_to_kernels(mod, target, input_names, output_names)
+    reader, resolved, prim_funcs = lowered.reader, lowered.calls, lowered.prim_funcs
+    inputs, outputs = lowered.inputs, lowered.outputs
     if schedule is not None:
-        prim_funcs = {name: schedule(name, func) for name, func in prim_funcs.items()}
+        constants = lowered.kernel_constants()
+        prim_funcs = {name: schedule(name, func, constants.get(name, {})) for name, func in prim_funcs.items()}
     source = build_kernels(prim_funcs)
     needs = workspace_needs(source)
 
@@ -196,7 +231,7 @@ def lower(
         constants=[slot for _, slot in reader.constants],
         tensors={**{name: reader.slots[name] for _, args in resolved for name in args}, **{t.name: t for t in inputs + outputs}},
         calls=calls,
-        arena_bytes=layout["arena_bytes"],
+        arena_bytes=lowered.arena_bytes,
         copies=reader.copies,
     )
     kernels = []

@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import ModelError
 from ..formats.mlf import ArgInfo, FunctionInfo
@@ -35,6 +35,7 @@ class CompiledModel:
     untuned: List[str] = field(default_factory=list)  # kernels the records had nothing for
     format: str = "onnx"  # the model file's format (frontends)
     arithmetic: str = "float32"  # what its integer operators follow (frontends.ARITHMETIC_*)
+    refused: List[str] = field(default_factory=list)  # records whose kernel failed the host check, and why
 
     @property
     def summary(self) -> Dict[str, Any]:
@@ -85,9 +86,10 @@ def compile_model(
     imported = import_model(model_path, inputs, reserved=(name, f"{name}_call_ticks"))
     tuned: Dict[str, str] = {}
     untuned: List[str] = []
+    refused: List[str] = []
     schedule = None
     if records is not None:
-        schedule = _schedule_from_records(Path(records), target, board, tuned, untuned)
+        schedule = _schedule_from_records(Path(records), target, board, tuned, untuned, refused)
     plan, kernel_source, kernels, constants = lower(
         imported.mod, target, imported.input_names, imported.output_names, schedule=schedule
     )
@@ -115,25 +117,42 @@ def compile_model(
                         "tvm_version": tvm.__version__},
         extra_members=members,
     )
-    return CompiledModel(Path(output), name, target, plan, tuned, sorted(untuned), imported.format, imported.arithmetic)
+    return CompiledModel(Path(output), name, target, plan, tuned, sorted(untuned), imported.format, imported.arithmetic, refused)
 
 
-def _schedule_from_records(records: Path, target: str, board: Optional[str], tuned: Dict[str, str], untuned: List[str]):
-    """A lower() schedule hook that applies the best record per workload (filling tuned/untuned)."""
+def _schedule_from_records(records: Path, target: str, board: Optional[str], tuned: Dict[str, str], untuned: List[str],
+                           refused: List[str]) -> Callable[[str, Any, Dict[int, Any]], Any]:
+    """A lower() schedule hook that applies the best record per workload (filling tuned and
+    untuned). A record is not trusted: its kernel is checked against the default one on the host
+    (kernel_check), and one that differs is refused (the default kernel is built, ``refused``
+    says why); a recipe that does not fit its kernel at all stops the compile."""
+    from .kernel_check import same_on_host
+    from .schedules import ScheduleNotApplicable, apply, workload
     from .tuning_records import RecordsFile, best
-    from .schedules import apply, workload
 
     read, _damaged = RecordsFile(records).read()
     if not read:
         raise ModelError(f"--records {records} holds no tuning records; run microtvm tune first")
     chosen = best(read, target, board)
 
-    def schedule(kernel: str, func: Any) -> Any:
+    def schedule(kernel: str, func: Any, constants: Dict[int, Any]) -> Any:
         record = chosen.get(workload(kernel, func)["hash"])
         if record is None:
             untuned.append(kernel)
             return func
+        try:
+            scheduled = apply(func, record.recipe)
+        except ScheduleNotApplicable as err:
+            raise ModelError(
+                f"--records {records}: the record for {kernel} ({record.recipe.describe()}) does not fit the kernel ({err}); "
+                "the file was made for another model or version: tune again"
+            ) from None
+        if not record.recipe.is_default:
+            difference = same_on_host(func, scheduled, constants)
+            if difference is not None:
+                refused.append(f"{kernel}: {record.recipe.describe()} ({difference})")
+                return func
         tuned[kernel] = f"{record.recipe.describe()} ({record.count:,.0f} {record.unit} on {record.board})"
-        return apply(func, record.recipe)
+        return scheduled
 
     return schedule

@@ -26,7 +26,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 class ScheduleNotApplicable(Exception):
     """The recipe does not fit this kernel."""
@@ -63,7 +63,18 @@ class Recipe:
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "Recipe":
-        return cls(bool(data.get("inline", False)), int(data.get("epilogue_at", 0)), int(data.get("unroll", 1)), int(data.get("tile", 0)))
+        """A recipe from a record; ValueError for values we never write ("false" as a string, a
+        negative loop, a float), since applying them would do something no one measured."""
+        inline = data.get("inline", False)
+        if not isinstance(inline, bool):
+            raise ValueError(f"inline {inline!r} is not true or false")
+        values = {}
+        for key, default, lo, hi in (("epilogue_at", 0, 0, 8), ("unroll", 1, 1, 64), ("tile", 0, -64, 64)):
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"{key} {value!r} is not an integer from {lo} to {hi}")
+            values[key] = value
+        return cls(inline, values["epilogue_at"], values["unroll"], values["tile"])
 
     def key(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
@@ -115,6 +126,11 @@ def apply(func: Any, recipe: Recipe) -> Any:
         after = blocks[blocks.index(main) + 1 :] if main in blocks else []
         if len(after) != 1:
             raise ScheduleNotApplicable("the kernel has no single epilogue after its reduction")
+        if _written_shape(sch, after[0]) != _written_shape(sch, main):
+            # a padding fused into the epilogue writes a larger tensor than the reduction: moved
+            # inside the reduction's loops, TVM computes only the part those loops reach and the
+            # border is never written (VWW's 1x1 convolutions with the next layer's pad)
+            raise ScheduleNotApplicable("the epilogue writes a tensor of another shape than the reduction (a fused pad)")
         loops = sch.get_loops(main)
         spatial = [lp for lp, iv in zip(loops, sch.get(main).iter_vars) if int(iv.iter_type) == 0]
         if recipe.epilogue_at > len(spatial):
@@ -145,6 +161,17 @@ def apply(func: Any, recipe: Recipe) -> Any:
         _outer, inner_part = sch.split(loop, factors=[None, recipe.unroll])
         sch.unroll(inner_part)
     return sch.mod["main"]
+
+
+def _written_shape(sch: Any, block: Any) -> Tuple[int, ...]:
+    """The shape of the buffer a block writes (apache-tvm 0.27: a region's ``source``)."""
+    writes = sch.get(block).writes
+    if not writes:
+        return ()
+    buffer = getattr(writes[0], "source", None)
+    if buffer is None:  # older apache-tvm
+        buffer = writes[0].buffer
+    return tuple(int(d) for d in buffer.shape)
 
 
 def _tile(sch: Any, main: Any, factor: int, local: bool) -> None:
@@ -179,6 +206,8 @@ def _tile(sch: Any, main: Any, factor: int, local: bool) -> None:
             write_back = sch.cache_write(main, 0, "local")
             sch.reverse_compute_at(write_back, list(sch.get_loops(main))[n_spatial - 1])
             for consumer in sch.get_consumers(write_back):
+                if _written_shape(sch, consumer) != _written_shape(sch, main):
+                    continue  # a fused pad: it stays a pass of its own (see apply's epilogue_at)
                 try:
                     sch.reverse_compute_inline(consumer)
                 except Exception:  # noqa: BLE001 - an epilogue that cannot ride along stays a pass of its own

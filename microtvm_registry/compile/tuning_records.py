@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from .schedules import Recipe
 from ..errors import MicrotvmError
+
+
+#: The longest records line read (a real one is under a kilobyte); longer ones are skipped.
+MAX_LINE = 64 * 1024
 
 
 class RecordsError(MicrotvmError):
@@ -69,15 +74,26 @@ class Record:
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "Record":
+        """A record from its line; ValueError (or KeyError, TypeError) for anything that is not
+        one we would have written: a string where a boolean belongs, a count that is not a
+        finite number, a recipe outside the space (schedules.Recipe.from_json)."""
+        count = data.get("count")
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, (int, float)) or not math.isfinite(count) or count < 0:
+                raise ValueError(f"count {count!r} is not a finite, non-negative number")
+        if not isinstance(data["correct"], bool):
+            raise ValueError(f"correct {data['correct']!r} is not true or false")
+        if not isinstance(data["workload"], dict) or not isinstance(data["workload"].get("hash"), str):
+            raise ValueError("workload has no hash")
         return cls(
             workload=dict(data["workload"]),
             kernel=str(data["kernel"]),
             board=str(data["board"]),
             target=str(data["target"]),
             recipe=Recipe.from_json(data["schedule"]),
-            count=None if data.get("count") is None else float(data["count"]),
+            count=None if count is None else float(count),
             unit=str(data.get("unit", "")),
-            correct=bool(data["correct"]),
+            correct=data["correct"],
             error=data.get("max_abs_error"),
         )
 
@@ -94,13 +110,23 @@ class RecordsFile:
             return [], 0
         records, damaged = [], 0
         try:
-            with open(self.path, encoding="utf-8") as fh:
-                for line in fh:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                while True:
+                    line = fh.readline(MAX_LINE)
+                    if not line:
+                        break
+                    if len(line) >= MAX_LINE and not line.endswith("\n"):
+                        damaged += 1  # a line no record makes: skip the rest of it without holding it
+                        while True:
+                            rest = fh.readline(MAX_LINE)
+                            if not rest or rest.endswith("\n"):
+                                break
+                        continue
                     if not line.strip():
                         continue
                     try:
                         records.append(Record.from_json(json.loads(line)))
-                    except (ValueError, KeyError, TypeError):
+                    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError):
                         damaged += 1
         except OSError as err:
             raise RecordsError(f"cannot read tuning records {self.path}: {err.strerror or err}") from None
@@ -110,12 +136,12 @@ class RecordsFile:
         return {r.key() for r in self.read()[0]}
 
     def append(self, record: Record) -> None:
-        from filelock import FileLock
+        from ..files import update_lock
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record.to_json(), sort_keys=False) + "\n"
         try:
-            with FileLock(str(self.path) + ".lock"):
+            with update_lock(self.path):  # in the runtime folder: no .lock file left beside the records
                 with open(self.path, "a", encoding="utf-8") as fh:
                     fh.write(line)
                     fh.flush()

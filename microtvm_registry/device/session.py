@@ -306,6 +306,20 @@ class Session:
         self._loaded = self._check_args(fn, arrays, True)
         self._exchange(self._upload_requests(self._loaded, [True] * len(self._loaded)), name, [0] * len(self._loaded))
 
+    def reload_slot(self, index: int, array: Any) -> None:
+        """Replaces one loaded argument (an output buffer refilled between calls, so that a call
+        that leaves part of it unwritten cannot pass on what the previous call wrote)."""
+        import numpy as np
+
+        if self._loaded is None or not 0 <= index < len(self._loaded):
+            raise SessionError(f"slot {index} is not loaded; call load() with the arguments first")
+        array = np.ascontiguousarray(array)
+        if array.shape != self._loaded[index].shape or array.dtype != self._loaded[index].dtype:
+            raise SessionError(f"slot {index} holds shape {self._loaded[index].shape} {self._loaded[index].dtype}; got {array.shape} {array.dtype}")
+        self._loaded[index] = array
+        self._exchange([(protocol.MSG_UPLOAD, protocol.upload_payload(index, str(array.dtype), array.shape, array.tobytes()))],
+                       f"slot {index}", [0])
+
     def call_loaded(self, name: str) -> List[Any]:
         """Calls ``name`` on the loaded arguments; returns its outputs (as :meth:`call` does)."""
         fn, args = self._loaded_call(name)

@@ -7,21 +7,28 @@ Why it is shaped this way:
   costs one build, one flash and one QEMU (or board) session, not one per candidate;
 * the kernel's arguments are uploaded once and every candidate runs on them (Session.load):
   on an emulated board the UART, not the kernel, is what takes the time;
-* every candidate's output is checked against the default kernel's on the same inputs before
-  it may win; under QEMU's -icount one run per candidate is exact, so there are no repeats;
+* every candidate's output is checked against the default kernel's exactly before it may win, on
+  probes built to reach where schedules go wrong (compile/kernel_check.py: several seeds, the
+  int8 extremes, the model's own constants, an output buffer poisoned before every call); under
+  QEMU's -icount one run per candidate is exact, so timings need no repeats;
 * a record is appended the moment it is measured: Ctrl-C keeps what was measured, and a re-run
-  skips it.
+  skips it; two runs on one records file take the kernels in turn (a lock per kernel), so nothing
+  is measured twice; the work folder lives in the runtime folder and one left by a killed run is
+  removed by the next.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from ..errors import ModelError
+from ..files import update_lock
 from ..compile.schedules import Recipe, ScheduleNotApplicable, apply, candidates, workload
 from ..compile.tuning_records import Record, RecordsFile
 
@@ -55,31 +62,6 @@ class TuneReport:
         return sum(k.measured for k in self.kernels)
 
 
-def _random_args(fn: Any, seed: int) -> List[Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    arrays = []
-    for arg in fn.args:
-        if arg.role == "output":
-            arrays.append(np.zeros(arg.shape, arg.dtype))
-        elif arg.dtype.startswith("float"):
-            arrays.append(rng.standard_normal(arg.shape).astype(arg.dtype))
-        else:
-            info = np.iinfo(arg.dtype)
-            lo, hi = max(info.min, -128), min(info.max, 127)
-            arrays.append(rng.integers(lo, hi + 1, size=arg.shape).astype(arg.dtype))
-    return arrays
-
-
-def _matches(got: Any, want: Any) -> bool:
-    import numpy as np
-
-    if got.dtype.kind == "f":
-        return bool(np.allclose(got, want, rtol=1e-4, atol=1e-5 * max(1.0, float(np.max(np.abs(want))))))
-    return bool(np.array_equal(got, want))
-
-
 def tune_model(
     model_path: Path,
     board: str,
@@ -91,13 +73,12 @@ def tune_model(
     work_dir: Optional[Path] = None,
 ) -> TuneReport:
     """Tunes every distinct kernel of the model on ``board``; records go to ``records_path``."""
-    import numpy as np
     import tvm
 
     from ..boards.database import load_board_database
     from ..compile.frontends import import_model
-    from ..compile.kernels.tvm import kernel_funcs
-    from ..compile.lower import pipeline
+    from ..compile.kernel_check import outputs_match, probe_arguments
+    from ..compile.lower import lower_to_kernels
     from ..compile.mlf import export_model_library_format
     from ..device.session import Session
     from ..formats.mlf import load_model_library_format
@@ -110,80 +91,123 @@ def tune_model(
         raise ModelError(f"board {board} is not a board of the cortex-m template; `microtvm boards --template cortex-m` lists them")
     target = entry.core
     records = RecordsFile(records_path)
-    measured = records.measured()
     imported = import_model(Path(model_path), inputs)
-    funcs = kernel_funcs(pipeline(imported.mod, target))
+    lowered = lower_to_kernels(imported.mod, target, imported.input_names, imported.output_names)
+    constants = lowered.kernel_constants()
 
     distinct: Dict[str, Any] = {}
-    for name, func in sorted(funcs.items()):
+    for name, func in sorted(lowered.prim_funcs.items()):
         distinct.setdefault(workload(name, func)["hash"], (name, func))
     recipes = [Recipe()] + candidates(trials)
     template = get_packaged_resource("templates/cortex-m")
-    own_dir = work_dir is None
-    work = Path(tempfile.mkdtemp(prefix="microtvm-tune-")) if work_dir is None else Path(work_dir)
     started = time.monotonic()
     results: List[KernelResult] = []
     unit = ""
-    try:
+    with _work_folder(work_dir) as work:
         for name, func in distinct.values():
             wl = workload(name, func)
             result = KernelResult(name, wl)
             results.append(result)
-            todo = [r for r in recipes if (wl["hash"], board, r.key()) not in measured]
-            result.skipped = len(recipes) - len(todo)
-            if not todo:
-                if progress:
-                    progress("cached", result)
-                continue
-            variants: Dict[str, Any] = {}
-            chosen: Dict[str, Recipe] = {}
-            for i, recipe in enumerate(recipes):
-                if i and recipe not in todo:
-                    continue
-                try:
-                    scheduled = apply(func, recipe)
-                except ScheduleNotApplicable:
-                    result.not_applicable += 1
-                    continue
-                vname = f"{name}__s{i}"
-                variants[vname] = scheduled.with_attr("global_symbol", vname)
-                chosen[vname] = recipe
-            reference = f"{name}__s0"
-            out_name = str(func.params[-1].name)
-            mlf = export_model_library_format(
-                tvm.IRModule(variants), work / f"{name}.tar", model_name="tune",
-                outputs={v: [out_name] for v in variants}, disable_asserts=True,
-            )
-            need = max((f.workspace_size_bytes or 0) for f in load_model_library_format(mlf).functions)
-            project_dir = work / name
-            project = generate_project(template, mlf, project_dir, {"board": board, "workspace_size_bytes": need + WORKSPACE_MARGIN})
-            with project:
-                project.build()
-                project.flash()
-            with Session.open(project_dir) as sess:
-                sess.load(reference, *_random_args(sess.function(reference), seed=len(results)))
-                (want,) = sess.call_loaded(reference)
-                for vname, recipe in chosen.items():
-                    (got,) = sess.call_loaded(vname)
-                    ok = _matches(got, want)
-                    timing = sess.time_loaded(vname)
-                    unit = timing.unit
-                    count = timing.counts[0] if timing.counts else timing.results[0]
-                    error = float(np.max(np.abs(got.astype("float64") - want.astype("float64")))) if got.size else 0.0
-                    if recipe.is_default:
-                        result.default_count = count
-                    if ok and (result.best_count is None or count < result.best_count):
-                        result.best_count, result.best = count, recipe
-                    if not ok:
-                        result.wrong.append(recipe.describe())
-                    if (wl["hash"], board, recipe.key()) not in measured:
-                        records.append(Record(wl, name, board, target, recipe, count, unit, ok, error))
-                        measured.add((wl["hash"], board, recipe.key()))
-                        result.measured += 1
+            with update_lock(records.path.with_name(f"{records.path.name}.{wl['hash']}")):  # one run per kernel at a time
+                measured = records.measured()
+                todo = [r for r in recipes if (wl["hash"], board, r.key()) not in measured]
+                result.skipped = len(recipes) - len(todo)
+                if not todo:
                     if progress:
-                        progress("measured", result)
-            shutil.rmtree(project_dir, ignore_errors=True)
-    finally:
-        if own_dir:
-            shutil.rmtree(work, ignore_errors=True)
+                        progress("cached", result)
+                    continue
+                variants: Dict[str, Any] = {}
+                chosen: Dict[str, Recipe] = {}
+                for i, recipe in enumerate(recipes):
+                    if i and recipe not in todo:
+                        continue
+                    try:
+                        scheduled = apply(func, recipe)
+                    except ScheduleNotApplicable:
+                        result.not_applicable += 1
+                        continue
+                    vname = f"{name}__s{i}"
+                    variants[vname] = scheduled.with_attr("global_symbol", vname)
+                    chosen[vname] = recipe
+                reference = f"{name}__s0"
+                out_name = str(func.params[-1].name)
+                mlf = export_model_library_format(
+                    tvm.IRModule(variants), work / f"{name}.tar", model_name="tune",
+                    outputs={v: [out_name] for v in variants}, disable_asserts=True,
+                )
+                need = max((f.workspace_size_bytes or 0) for f in load_model_library_format(mlf).functions)
+                project_dir = work / name
+                project = generate_project(template, mlf, project_dir, {"board": board, "workspace_size_bytes": need + WORKSPACE_MARGIN})
+                with project:
+                    project.build()
+                    project.flash()
+                with Session.open(project_dir) as sess:
+                    correct = {v: True for v in chosen}
+                    errors = {v: 0.0 for v in chosen}
+                    out_slot = len(func.params) - 1
+                    for args in probe_arguments(list(func.params), constants.get(name, {})):
+                        sess.load(reference, *args)
+                        (want,) = sess.call_loaded(reference)
+                        for vname in chosen:
+                            sess.reload_slot(out_slot, args[-1])  # the poison again: nothing inherited from the last call
+                            (got,) = sess.call_loaded(vname)
+                            if not outputs_match(got, want):
+                                correct[vname] = False
+                                errors[vname] = max(errors[vname], _max_error(got, want))
+                    for vname, recipe in chosen.items():
+                        timing = sess.time_loaded(vname)
+                        unit = timing.unit
+                        count = timing.counts[0] if timing.counts else timing.results[0]
+                        ok = correct[vname]
+                        if recipe.is_default:
+                            result.default_count = count
+                        if ok and (result.best_count is None or count < result.best_count):
+                            result.best_count, result.best = count, recipe
+                        if not ok:
+                            result.wrong.append(recipe.describe())
+                        if (wl["hash"], board, recipe.key()) not in measured:
+                            records.append(Record(wl, name, board, target, recipe, count, unit, ok, errors[vname]))
+                            measured.add((wl["hash"], board, recipe.key()))
+                            result.measured += 1
+                        if progress:
+                            progress("measured", result)
+                shutil.rmtree(project_dir, ignore_errors=True)
     return TuneReport(board, target, results, unit, time.monotonic() - started)
+
+
+def _max_error(got: Any, want: Any) -> float:
+    import numpy as np
+
+    both = np.isfinite(got.astype("float64")) & np.isfinite(want.astype("float64"))
+    if not both.any():
+        return float("inf")
+    diff = np.abs(got.astype("float64") - want.astype("float64"))[both]
+    return float(diff.max()) if diff.size else 0.0
+
+
+#: Where tuning runs build their firmware: the runtime folder (a killed run's is swept by the next).
+TUNE_FOLDER = "tune"
+
+
+@contextlib.contextmanager
+def _work_folder(given: Optional[Path]) -> Iterator[Path]:
+    """``given``, or a folder of this run's own in the runtime folder, removed when the run ends
+    (SIGTERM included: the CLI turns it into an exit that runs this); one a SIGKILLed run left is
+    removed by the next run (its pid, in the folder's name, no longer runs)."""
+    if given is not None:
+        yield Path(given)
+        return
+    from ..dirs import runtime_dir
+    from ..procs import is_running
+
+    root = runtime_dir() / TUNE_FOLDER
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.iterdir():
+        pid = stale.name.split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not is_running(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=str(root)))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
