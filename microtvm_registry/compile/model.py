@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..errors import ModelError
 from ..formats.mlf import ArgInfo, FunctionInfo
@@ -21,6 +21,9 @@ from ..formats.names import is_c_identifier
 from ..formats.plan import PLAN_FILE, Plan
 from ..targets import core, tvm_target
 from .mlf import write_model_library_format
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .frontends import TensorLimit
 
 RUNTIME_FILES = ("mtvm_runtime.c", "mtvm_runtime.h")
 
@@ -45,6 +48,34 @@ class CompiledModel:
 def model_name_for(path: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9_]", "_", Path(path).stem) or "model"
     return name if re.match(r"[A-Za-z_]", name) else f"m_{name}"
+
+
+#: Overrides the largest tensor a model may hold (bytes); default: the target's biggest flash.
+MAX_TENSOR_ENV = "MICROTVM_REGISTRY_MAX_TENSOR_BYTES"
+#: The host target's bound: far beyond any model meant for a microcontroller.
+HOST_MAX_TENSOR_BYTES = 1 << 30
+
+
+def tensor_limit(target: str) -> "TensorLimit":
+    """The largest tensor a model may hold for ``target``: the flash of the biggest board of that
+    core in the board database (a constant must fit in flash, and nothing larger fits in RAM)."""
+    import os
+
+    from ..boards.database import load_board_database
+    from .frontends import TensorLimit
+
+    override = os.environ.get(MAX_TENSOR_ENV, "").strip()
+    if override:
+        from ..limits import byte_limit
+
+        return TensorLimit(byte_limit(MAX_TENSOR_ENV, HOST_MAX_TENSOR_BYTES, ModelError), f"{MAX_TENSOR_ENV}")
+    if target == "host":
+        return TensorLimit(HOST_MAX_TENSOR_BYTES, "the host target's limit")
+    boards = [b for b in load_board_database().boards if b.core == target and b.flash_bytes]
+    if not boards:
+        return TensorLimit(HOST_MAX_TENSOR_BYTES, f"the limit for {target}")
+    largest = max(boards, key=lambda b: b.flash_bytes or 0)
+    return TensorLimit(int(largest.flash_bytes or 0), f"the flash of {largest.name}, the largest {target} board we know")
 
 
 def model_functions(name: str, plan: Plan, kernels: Sequence[FunctionInfo]) -> List[FunctionInfo]:
@@ -83,7 +114,7 @@ def compile_model(
     name = name or model_name_for(model_path)
     if not is_c_identifier(name):
         raise ModelError(f"model name {name!r} is not a C identifier; use letters, digits and _")
-    imported = import_model(model_path, inputs, reserved=(name, f"{name}_call_ticks"))
+    imported = import_model(model_path, inputs, reserved=(name, f"{name}_call_ticks"), limit=tensor_limit(target))
     tuned: Dict[str, str] = {}
     untuned: List[str] = []
     refused: List[str] = []

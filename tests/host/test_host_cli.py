@@ -146,3 +146,19 @@ def test_run_json_stays_pure_when_the_server_and_its_launcher_print(built_projec
     json.loads(result.stdout)
     assert "[noisy server] launcher chatter on stdout" in result.stderr
     assert "[noisy server] server chatter on stdout" in result.stderr
+
+
+@pytest.mark.needs_tvm
+def test_concurrent_create_project_into_one_folder_leaves_the_winners_project(kernels_mlf, tmp_path):
+    """Eight create-project runs into one folder: before, a loser's cleanup removed the winner's
+    finished project (3 of 8 runs left none). Now each generates into a folder of its own and
+    renames it into place: one wins, the others say the folder exists, and the project works."""
+    target = tmp_path / "proj"
+    runs = [subprocess.Popen([sys.executable, "-m", "microtvm_registry", "create-project", "host", str(target), "--mlf",
+                              str(kernels_mlf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    results = [(r.wait(timeout=HANG_STOP), r.communicate()[1]) for r in runs]
+    assert sorted(code for code, _ in results) == [0] + [1] * 7, results
+    assert all("already exists" in err for code, err in results if code == 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no staging folder left
+    built = microtvm("build", str(target))
+    assert built.returncode == 0, built.stderr

@@ -59,6 +59,29 @@ class ImportedModel:
 
 
 
+@dataclass(frozen=True)
+class TensorLimit:
+    """The largest tensor a model may hold for its target, checked before anything is
+    materialized: a file of a few hundred bytes can ask for a constant of gigabytes (an Expand or
+    ConstantOfShape), and folding it would cost that much memory and write that much C."""
+
+    bytes: int
+    where: str  # what the limit is, for the message ("the flash of mps2-an386 ...")
+
+    def check(self, name: str, shape: Sequence[int], dtype: str, source: str) -> None:
+        import numpy as np
+
+        try:
+            size = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+        except (TypeError, ValueError):
+            return  # a dynamic or unknown dimension: its static shape is checked once it has one
+        if size > self.bytes:
+            raise ModelError(
+                f"tensor {name[:60]!r} of {source} would be {size:,} bytes ({'x'.join(str(d) for d in shape)} {dtype}), "
+                f"more than {self.where} ({self.bytes:,} bytes); the model cannot fit the target"
+            )
+
+
 def detect_format(path: Path) -> str:
     """"tflite" or "onnx", from the file's first bytes (the suffix only breaks a tie)."""
     path = Path(path)
@@ -82,11 +105,38 @@ def _frontend(name: str) -> Any:
     return importlib.import_module(FRONTENDS[name])
 
 
-def import_model(path: Path, shapes: Optional[Mapping[str, Sequence[int]]] = None, reserved: Sequence[str] = ()) -> ImportedModel:
+def import_model(
+    path: Path,
+    shapes: Optional[Mapping[str, Sequence[int]]] = None,
+    reserved: Sequence[str] = (),
+    limit: Optional[TensorLimit] = None,
+) -> ImportedModel:
     """The model at ``path`` imported by the frontend of its format; ``shapes`` fixes inputs'
-    dynamic dimensions (by the model's names); ``reserved`` are names the C names must avoid."""
+    dynamic dimensions (by the model's names); ``reserved`` are names the C names must avoid;
+    ``limit`` bounds every tensor, before the frontend materializes any and again on the
+    imported module (before TVM folds constants)."""
     fmt = detect_format(Path(path))
-    return _frontend(fmt).import_model(Path(path), dict(shapes or {}), tuple(reserved))
+    imported = _frontend(fmt).import_model(Path(path), dict(shapes or {}), tuple(reserved), limit)
+    if limit is not None:
+        check_module_tensors(imported.mod, limit, Path(path).name)
+    return imported
+
+
+def check_module_tensors(mod: "tvm.IRModule", limit: TensorLimit, source: str) -> None:
+    """Every tensor ``main`` binds, against ``limit`` (their shapes are static by now)."""
+    main = mod["main"]
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            ty = getattr(binding.var, "ty", None)
+            shape = getattr(ty, "shape", None)
+            values = getattr(shape, "values", None)
+            if values is None:
+                continue
+            try:
+                dims = [int(v) for v in values]
+            except (TypeError, ValueError):
+                continue
+            limit.check(str(binding.var.name), dims, str(ty.dtype), source)
 
 
 def require_tvm() -> None:

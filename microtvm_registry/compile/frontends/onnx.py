@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ...errors import ModelError, first_line
 from ...formats.names import c_name_map
-from . import ARITHMETIC_FLOAT, ARITHMETIC_ONNXRUNTIME, ImportedModel, TensorFacts, fix_shapes, require_tvm
+from . import ARITHMETIC_FLOAT, ARITHMETIC_ONNXRUNTIME, ImportedModel, TensorFacts, TensorLimit, fix_shapes, require_tvm
 
 FORMAT = "onnx"
 
@@ -151,17 +151,46 @@ def quantized_operators(model: Any) -> List[str]:
     return sorted(ops)
 
 
+def check_inferred_sizes(model: Any, shapes: Mapping[str, Sequence[int]], limit: TensorLimit, source: str) -> None:
+    """Every tensor's size as ONNX's shape inference sees it (no data made), against ``limit``:
+    the importer would otherwise build a folded constant before anything could say no."""
+    onnx = _onnx()
+    copy = type(model)()
+    copy.CopyFrom(model)
+    for value in copy.graph.input:
+        if value.name in shapes:
+            dims = value.type.tensor_type.shape.dim
+            for d, size in zip(dims, shapes[value.name]):
+                d.dim_value = int(size)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(copy, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is a pre-check; the importer reports real errors
+        return
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor_type = value.type.tensor_type
+        if not tensor_type.elem_type or not tensor_type.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+        if any(d is None for d in dims):
+            continue
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+        limit.check(value.name, dims, dtype, source)
+
+
 def sniff(head: bytes, suffix: str) -> bool:
     """An ONNX file is a protobuf ModelProto: by its suffix, or by its usual first field
     (``ir_version``, field 1 as a varint: tag byte 0x08)."""
     return suffix == ".onnx" or head[:1] == b"\x08"
 
 
-def import_model(path: Path, given: Mapping[str, Sequence[int]], reserved: Sequence[str]) -> ImportedModel:
+def import_model(path: Path, given: Mapping[str, Sequence[int]], reserved: Sequence[str],
+                 limit: Optional[TensorLimit] = None) -> ImportedModel:
     """The ONNX model at ``path`` as Relax, inputs and outputs under C names (see the package)."""
     model = load_onnx(path)
     declared = graph_inputs(model)
     shapes = fix_shapes([(n, dims) for n, dims, _ in declared], given, path.name)
+    if limit is not None:
+        check_inferred_sizes(model, shapes, limit, path.name)
     require_tvm()
     dtypes = {n: dtype for n, _, dtype in declared}
     input_names, output_names = list(shapes), [o.name for o in model.graph.output]

@@ -10,13 +10,13 @@ own quantization parameters. Float models use the same kernels on float32.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 from ...formats.names import c_name_map
 from ...formats.plan import TensorFacts
 from typing import TYPE_CHECKING
 
-from . import ARITHMETIC_FLOAT, ARITHMETIC_TFLITE, TFLITE_IDENTIFIER, ImportedModel, fix_shapes, require_tvm
+from . import ARITHMETIC_FLOAT, ARITHMETIC_TFLITE, TFLITE_IDENTIFIER, ImportedModel, TensorLimit, fix_shapes, require_tvm
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tflite_graph import Tensor
@@ -28,11 +28,15 @@ def sniff(head: bytes, suffix: str) -> bool:
     return head[4:8] == TFLITE_IDENTIFIER
 
 
-def import_model(path: Path, given: Mapping[str, Sequence[int]], reserved: Sequence[str]) -> ImportedModel:
+def import_model(path: Path, given: Mapping[str, Sequence[int]], reserved: Sequence[str],
+                 limit: Optional[TensorLimit] = None) -> ImportedModel:
     from .tflite_graph import check_graph, read_graph  # numpy and the schema: only when a model is read
 
     graph = read_graph(path)
     check_graph(graph, path.name)
+    if limit is not None:
+        for t in graph.tensors:
+            limit.check(t.name, t.shape, t.dtype, path.name)
     declared = [(graph.tensors[i].name, list(graph.tensors[i].shape)) for i in graph.inputs]
     fix_shapes(declared, given, path.name)  # a TFLite model's shapes are static: --input may only repeat them
     require_tvm()
