@@ -17,6 +17,12 @@ section prints what it tried and what went wrong; the last lines are the totals 
    limit.
 6. Index parse time per template at 10,000 and 40,000 templates (ratio ~1 means linear; the old
    duplicate check made it ~4).
+7. Hostile model files (needs the tvm extra), each through the real CLI with its peak RSS (the
+   largest process of the command's tree) and time against bounds of 400 MB and 30 s: an MLF
+   whose sparse member expands to 2 GiB and one whose sparse metadata.json is 1 GiB, at
+   create-project; a 165-byte ONNX that folds into a 64 MiB constant, at compile; a records file
+   with a 200 MB line, at compile --records. Each must be refused (or the line skipped) in one
+   line, leaving nothing behind.
 """
 from __future__ import annotations
 
@@ -43,7 +49,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from registry_support import cli_command, template_table, write_index  # noqa: E402
 from support.servers import GitDaemon, HttpServer, TcpProxy, make_repo, rev_parse  # noqa: E402
 
-FAILURES = {"partial entries used": 0, "lost writes": 0, "extra network fetches": 0}
+FAILURES = {"partial entries used": 0, "lost writes": 0, "extra network fetches": 0, "bounds exceeded": 0}
 
 
 def env_for(home: Path) -> dict:
@@ -300,6 +306,93 @@ def section_parse_scaling() -> None:
           f"ratio {per[40_000] / per[10_000]:.2f} (1 = linear; quadratic would be 4)")
 
 
+RSS_BOUND_MB = 400
+TIME_BOUND_S = 30.0
+
+
+def _measured(argv, env) -> tuple:
+    """(peak RSS in MB of the command's largest process, seconds, the completed process): the
+    command runs under a small Python parent that waits for it and reads RUSAGE_CHILDREN."""
+    import json as _json
+
+    code = ("import resource, subprocess, sys, time, json\n"
+            "t = time.perf_counter()\n"
+            "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+            "print(json.dumps([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024, time.perf_counter() - t, "
+            "p.returncode, p.stderr]))\n")
+    out = subprocess.run([sys.executable, "-c", code, *cli_command(*argv)], env=env, capture_output=True, text=True, timeout=900)
+    rss, seconds, returncode, stderr = _json.loads(out.stdout)
+    return rss, seconds, returncode, stderr
+
+
+def _bounded(what: str, argv, env, left_behind) -> None:
+    rss, seconds, returncode, stderr = _measured(argv, env)
+    lines = stderr.strip().splitlines()
+    last = lines[-1] if lines else ""
+    ok = rss <= RSS_BOUND_MB and seconds <= TIME_BOUND_S and not left_behind()
+    if not ok:
+        FAILURES["bounds exceeded"] += 1
+    print(f"  {what}: exit {returncode}, {rss} MB peak RSS, {seconds:.1f} s, left behind: {bool(left_behind())}   "
+          f"bounds {RSS_BOUND_MB} MB, {TIME_BOUND_S:.0f} s{'' if ok else '   EXCEEDED'}")
+    print(f"    {last[:150]}")
+
+
+def _sparse_tar(path: Path, members) -> Path:
+    """A plain tar of sparse members (GNU tar --sparse): a few KB on disk, ``size`` bytes each
+    when extracted."""
+    import shutil
+
+    src = path.parent / f"{path.stem}-src"
+    for name, size, data in members:
+        member = src / name
+        member.parent.mkdir(parents=True, exist_ok=True)
+        with open(member, "wb") as fh:
+            if data:
+                fh.write(data)
+            fh.truncate(size)
+    subprocess.run(["tar", "--sparse", "-cf", str(path), "-C", str(src), "."], check=True)
+    shutil.rmtree(src)
+    return path
+
+
+def section_hostile_models(tmp: Path) -> None:
+    print("7. hostile model files: peak RSS and time")
+    try:
+        import onnx  # noqa: F401
+        import tvm  # noqa: F401
+    except ImportError:
+        print("  left out: needs the tvm extra (pip install 'microtvm-registry[tvm]')")
+        return
+    from onnx import TensorProto, helper
+
+    from support.onnx_models import constant_bomb
+
+    (tmp / "home-models").mkdir()
+    env = env_for(tmp / "home-models")
+    meta = json.dumps({"modules": {"m": {"model_name": "m", "functions": []}}}).encode()
+    big = _sparse_tar(tmp / "sparse-member.tar", [("metadata.json", len(meta), meta), ("codegen/host/src/big.c", 2 << 30, b"")])
+    _bounded(f"MLF of {big.stat().st_size // 1024} KiB expanding to 2 GiB, create-project",
+             ["create-project", "host", str(tmp / "p1"), "--mlf", str(big)], env, lambda: (tmp / "p1").exists())
+    huge = _sparse_tar(tmp / "sparse-meta.tar", [("metadata.json", 1 << 30, b"{")])
+    _bounded(f"MLF of {huge.stat().st_size // 1024} KiB with a 1 GiB metadata.json, create-project",
+             ["create-project", "host", str(tmp / "p2"), "--mlf", str(huge)], env, lambda: (tmp / "p2").exists())
+    model = constant_bomb()
+    bomb = tmp / "bomb.onnx"
+    bomb.write_bytes(model.SerializeToString())
+    _bounded(f"ONNX of {bomb.stat().st_size} bytes folding into 64 MiB, compile",
+             ["compile", str(bomb), "-o", str(tmp / "bomb.tar")], env, lambda: (tmp / "bomb.tar").exists())
+    small = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])]), opset_imports=[helper.make_opsetid("", 13)])
+    small.ir_version = 8
+    (tmp / "small.onnx").write_bytes(small.SerializeToString())
+    records = tmp / "records.jsonl"
+    with open(records, "w") as fh:
+        fh.write('{"workload": "' + "x" * (200 << 20) + '"}\n')
+    _bounded("records whose one line is 200 MB, compile --records (skipped: no usable record, one line)",
+             ["compile", str(tmp / "small.onnx"), "-o", str(tmp / "small.tar"), "--records", str(records)], env, lambda: False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=50)
@@ -313,6 +406,7 @@ def main() -> int:
         section_ctrl_c(tmp)
         section_bounded(tmp)
         section_parse_scaling()
+        section_hostile_models(tmp)
     print("totals: " + ", ".join(f"{k} {v}" for k, v in FAILURES.items()) + "   (each must be 0)")
     return 0 if not any(FAILURES.values()) else 1
 

@@ -132,26 +132,59 @@ def update_lock(path: Path) -> Iterator[None]:
 
 def _lock_folder() -> Path:
     """Our runtime folder's locks/ (private to the user), else one in the system temp folder, so
-    a read-only shared cache still lets a user update their own files."""
+    a read-only shared cache still lets a user update their own files. The temp folder is
+    shared: there the folder must be ours alone (see :func:`private_folder`)."""
     import tempfile
 
     from .dirs import runtime_dir
+    from .errors import MicrotvmError
 
-    candidates = []
     try:
-        candidates.append(runtime_dir() / "locks")
+        folder = runtime_dir() / "locks"
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.access(folder, os.W_OK):
+            return folder
     except Exception:  # noqa: BLE001 - no usable cache folder: the temp folder will do
         pass
     uid = os.getuid() if hasattr(os, "getuid") else "user"
-    candidates.append(Path(tempfile.gettempdir()) / f"microtvm-registry-{uid}" / "locks")
-    for folder in candidates:
-        try:
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            continue
-    return candidates[-1]
+    shared = Path(tempfile.gettempdir()) / f"microtvm-registry-{uid}"
+    problem = private_folder(shared)
+    if problem is None:
+        locks = shared / "locks"
+        problem = private_folder(locks)
+        if problem is None:
+            return locks
+    raise MicrotvmError(
+        f"no private folder for microtvm's locks: the runtime folder is not writable, and {problem}; "
+        "remove it (or set XDG_RUNTIME_DIR to a folder of your own) and run this again"
+    )
+
+
+def private_folder(folder: Path) -> Optional[str]:
+    """Makes ``folder`` (mode 0700) unless it exists; None when it is a real folder owned by this
+    user that no one else may write, else what is wrong with it. In a shared place such as /tmp
+    anyone can create the folder first, to read or hold our locks or plant links in it."""
+    import stat
+
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        return f"{folder} cannot be made ({err.strerror or err})"
+    try:
+        info = os.lstat(folder)
+    except OSError as err:
+        return f"{folder} cannot be read ({err.strerror or err})"
+    if stat.S_ISLNK(info.st_mode):
+        return f"{folder} is a symlink"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{folder} is not a folder"
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"{folder} belongs to another user (uid {info.st_uid})"
+    if info.st_mode & 0o022:
+        return f"{folder} may be written by others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes, *, follow_symlinks: bool = True) -> None:

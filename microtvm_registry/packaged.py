@@ -120,9 +120,8 @@ def _zip_executable(item: Any) -> bool:
 def _from_zip(root: Any, parts: Tuple[str, ...], relpath: str) -> Path:
     node = root.joinpath(_DATA_DIR)
     for n, part in enumerate(parts):
-        # Look the name up among the folder's children rather than asking joinpath(part) whether
-        # it exists: on Python 3.9 zipfile.Path.is_file() is just "not a dir", so a missing name
-        # looks like a file there and only fails later, with a bare KeyError, on read.
+        # Look the name up among the folder's children, so a missing one can be answered with
+        # what the folder does have.
         children = {c.name: c for c in node.iterdir()} if node.is_dir() else {}
         child = children.get(part)
         if child is None:

@@ -464,7 +464,9 @@ class GeneratedProject(_Project):
         """Build the project; a failure the server reports becomes a BuildError with its text
         (for the host template: the telling compiler line first, then the compiler's last lines)."""
         from .project_api.server import ServerError
+        from .template_paths import check_project_tools
 
+        check_project_tools(self.path, "build")
         opts = self._merged("build", options)
         try:
             return self._ensure_client().build(opts)
@@ -474,6 +476,9 @@ class GeneratedProject(_Project):
             raise BuildError(err.message) from err
 
     def flash(self, options: Optional[Mapping[str, Any]] = None) -> Any:
+        from .template_paths import check_project_tools
+
+        check_project_tools(self.path, "flash")
         opts = self._merged("flash", options)
         return self._ensure_client().flash(opts)
 

@@ -8,7 +8,7 @@ content ids verified for every kind of source, and the trust check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, List, Optional, Sequence, Tuple, cast
 
 from .errors import TemplateNotFoundError, UnsafeSourceError
 
@@ -130,24 +130,77 @@ def find_tool(tool: str) -> Optional[str]:
 
 def missing_tools(tv: "TemplateVersion") -> list:
     """The declared tools that are not on PATH."""
-    return [t for t in tv.requires.tools if find_tool(t) is None]
+    return missing_of(tv.requires.tools)
+
+
+def missing_of(tools: Sequence[str]) -> List[str]:
+    return [t for t in tools if find_tool(t) is None]
+
+
+def tool_hint(tool: str) -> str:
+    return TOOL_HINTS.get(tool, f"install {tool.split('|')[0]} and put it on PATH")
+
+
+def _missing_sentence(who: str, missing: Sequence[str], purpose: str = "") -> str:
+    names = ", ".join(f"`{t}`" for t in missing)
+    verb = "is" if len(missing) == 1 else "are"
+    return f"{who} needs {names} on PATH{purpose}, which {verb} missing: {tool_hint(missing[0])}"
+
+
+def missing_tools_note(tv: "TemplateVersion") -> Optional[str]:
+    """A sentence naming the declared tools that are missing (None when all are found), for
+    ``info`` and ``create-project``: they answer without the tools, building will not."""
+    missing = missing_tools(tv)
+    if not missing:
+        return None
+    return _missing_sentence(f"{tv.name} {tv.version}", missing, " to build and flash")
 
 
 def check_tools(tv: "TemplateVersion") -> None:
-    """Refuse to start a server whose declared tools are missing, naming them and how to get
-    them: the server would start and fail later with something far less clear (zephyr's launcher
-    without ``west`` ends in "Permission denied ... status 126")."""
+    """Refuse, naming the missing tools and how to get them, where a template's tools are needed
+    (the server would fail later with something far less clear: zephyr's launcher without
+    ``west`` ends in "Permission denied ... status 126")."""
     from .errors import MissingToolError
 
     missing = missing_tools(tv)
     if missing:
-        first = missing[0]
-        hint = TOOL_HINTS.get(first, f"install {first.split('|')[0]} and put it on PATH")
-        names = ", ".join(f"`{t}`" for t in missing)
-        raise MissingToolError(
-            f"{tv.name} {tv.version} needs {names} on PATH, which {'is' if len(missing) == 1 else 'are'} missing: {hint} "
-            f"(`microtvm show {tv.label}` lists what it needs)"
-        )
+        raise MissingToolError(f"{_missing_sentence(f'{tv.name} {tv.version}', missing)} (`microtvm show {tv.label}` lists what it needs)")
+
+
+#: Written into a project generated from a template named in the registry: which template made
+#: it and the tools it declares, so ``build`` and ``flash`` can name a missing tool before the
+#: project's server runs (the generated folder is the template's; it carries no such facts).
+TEMPLATE_RECORD = ".microtvm-template.json"
+
+
+def record_template(project_dir: Path, tv: "TemplateVersion") -> None:
+    import json
+
+    from .files import atomic_write_bytes
+
+    record = {"template": tv.label, "tools": list(tv.requires.tools)}
+    atomic_write_bytes(Path(project_dir) / TEMPLATE_RECORD, (json.dumps(record, indent=2) + "\n").encode(), follow_symlinks=False)
+
+
+def check_project_tools(project_dir: Path, operation: str) -> None:
+    """Before ``operation`` (build, flash) on a generated project: the tools its template declared
+    are on PATH, or one MissingToolError naming them. A project without the record (made by
+    hand, or from a folder) is not checked: its server's own error stands."""
+    import json
+
+    from .errors import MissingToolError
+
+    try:
+        with open(Path(project_dir) / TEMPLATE_RECORD, "rb") as fh:
+            record = json.loads(fh.read(65536))
+        label = str(record["template"])
+        tools = [str(t) for t in record["tools"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    missing = missing_of(tools)
+    if missing:
+        raise MissingToolError(f"{_missing_sentence(f'{Path(project_dir).name} (from {label})', missing, f' to {operation}')} "
+                               f"(`microtvm show {label}` lists what it needs)")
 
 
 def get_template_for_run(
@@ -159,6 +212,18 @@ def get_template_for_run(
     Raises TrustError (with the command to run) when the template's content id is not trusted,
     MissingToolError when a declared tool is not on PATH.
     """
+    path, tv = template_for_run(spec, offline, trust, progress=progress)
+    if tools:
+        check_tools(tv)
+    return path
+
+
+def template_for_run(
+    spec: str, offline: bool = False, trust: bool = False, *, progress: Optional[bool] = None
+) -> Tuple[Path, "TemplateVersion"]:
+    """The verified, trusted folder of ``spec`` and the version it is, tools not checked: asking
+    a template for its options, or generating a project, does not need its build tools
+    (PlatformIO lists boards without toolchains); build and flash check them."""
     from .registry.resolve import resolve
     from .cache.trust import check_trust
 
@@ -173,9 +238,7 @@ def get_template_for_run(
         progress=progress,
     )
     check_trust(tv, content_id, allow=trust)
-    if tools:
-        check_tools(tv)
-    return path
+    return path, tv
 
 
 def _has_recorded_id(tv: "TemplateVersion") -> bool:

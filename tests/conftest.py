@@ -15,7 +15,7 @@ def pytest_addoption(parser):
         "--without-tvm",
         action="store_true",
         default=False,
-        help="leave out the tests that need apache-tvm, for a Python it has no wheels for (3.9)",
+        help="leave out the tests that need apache-tvm (the short oldest-Python run, without the tvm extra)",
     )
 
 

@@ -233,11 +233,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             from ..project_api.client import describe_wire_error
 
             message = describe_wire_error(err)
-        print(f"{PROG}: error: {message}", file=sys.stderr)
         from ..errors import BuildError
+        from ..formats.names import printable
 
+        if isinstance(err, MicrotvmError) and not isinstance(err, BuildError):
+            # Our own messages are one line by design; a newline in one comes from a name it
+            # quotes, so it is shown escaped rather than cutting the sentence short.
+            message = str(err)
+
+        # One line, whatever names the message quotes (a model's, a device's, an index's).
+        message = printable(message.rstrip(" \n"))
+        print(f"{PROG}: error: {message}", file=sys.stderr)
         if isinstance(err, BuildError):
             # The one thing worth more than a line: the compiler's own words, indented under it.
             for line in str(err).splitlines()[1:]:
-                print(f"  | {line}", file=sys.stderr)
+                print(f"  | {printable(line.expandtabs(8))}", file=sys.stderr)
         return 1

@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Dict, Iterable, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence
 
 from ..errors import OptionError
+from ..formats.names import printable
 
 
 SPEC_HELP = "a template: NAME, VENDOR/NAME, NAME@VERSION or NAME@SPECIFIER (e.g. host, zephyr@>=0.12,<0.19)"
@@ -25,7 +26,20 @@ def note(message: str) -> None:
     from ..progress import is_quiet
 
     if not is_quiet():
-        print(message, file=sys.stderr, flush=True)
+        print(printable(message), file=sys.stderr, flush=True)
+
+
+def timeout_seconds(text: str) -> Optional[float]:
+    """A --timeout value: seconds; 0 or "none" means wait forever."""
+    if text.strip().lower() in ("none", "inf", "0", "0.0"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"timeout must be positive (0 = no limit): {text!r}")
+    return value
 
 
 def add_option_flag(parser: argparse.ArgumentParser) -> None:
@@ -96,8 +110,9 @@ def human_size(size: int) -> str:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A plain aligned table; no colour, no box drawing, so it pipes cleanly."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """A plain aligned table; no colour, no box drawing, so it pipes cleanly (and no cell,
+    whatever an index or a server put in it, can move the cursor or start a line)."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else printable(str(c)) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())

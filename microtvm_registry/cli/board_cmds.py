@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any, List, Optional
 
+from ..formats.names import printable
 from ._common import add_json_flag, print_json, print_table
 
 
@@ -125,7 +126,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     print_table(["PORT", "KIND", "USB ID", "SERIAL", "DESCRIPTION", "BOARD"], rows)
     for d in devices:
         if d.uses:
-            print(f"{d.port or d.usb_id}: " + "; ".join(d.uses))
+            print(printable(f"{d.port or d.usb_id}: " + "; ".join(d.uses)))
         if d.note:
-            print(f"{d.port or d.usb_id}: {d.note}")
+            print(printable(f"{d.port or d.usb_id}: {d.note}"))
     return 0

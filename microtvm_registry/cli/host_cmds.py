@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..formats.names import printable
-from ..errors import MicrotvmError, OptionError
-from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, usable_folder
+from ..errors import MicrotvmError, OptionError, first_line
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, timeout_seconds, usable_folder
+
+#: Same value as device.session.DEFAULT_REPLY_TIMEOUT_SEC (not imported: keeps the parser light).
+_DEFAULT_REPLY_TIMEOUT = 300.0
 
 TVM_MISSING = "apache-tvm is not installed; pip install 'microtvm-registry[tvm]'"
 
@@ -47,6 +50,13 @@ def register(subparsers) -> None:
         "--time",
         action="store_true",
         help="also time the function on the device (its own counter: instructions under QEMU -icount, cycles on a real board)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=timeout_seconds,
+        default=_DEFAULT_REPLY_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long the device may take to answer each request (default {_DEFAULT_REPLY_TIMEOUT:g}; 0 = no limit)",
     )
     add_option_flag(run)  # open_transport options, e.g. -o serial_port=/dev/ttyACM0 (or auto) for a real board
     add_json_flag(run)
@@ -129,6 +139,25 @@ def output_files(out_dir: Path, names: List[str]) -> Dict[str, Path]:
     return {name: out_dir / f"{stem}.npy" for name, stem in zip(names, c_identifiers(names))}
 
 
+def _read_npy(np: Any, name: str, file: Any) -> Any:
+    """One array from a .npy file, whatever the file is called: np.load opens a zip (an .npz
+    renamed .npy, or any zip) as an archive, which is not an input."""
+    what = f"input {name} from {file}" if name != ONLY_INPUT else f"input file {file}"
+    fix = "pass a .npy file (-i FILE.npy, or -i NAME=FILE.npy), written by numpy.save"
+    try:
+        loaded = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise MicrotvmError(f"cannot read {what}: {printable(first_line(err))}; {fix}") from None
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    close = getattr(loaded, "close", None)
+    held = list(getattr(loaded, "files", []))
+    if close is not None:
+        close()
+    inside = f" holding {', '.join(printable(h) for h in held[:5])}{', ...' if len(held) > 5 else ''}" if held else ""
+    raise MicrotvmError(f"{what} is a zip archive{inside}, not one array (an .npz renamed .npy?); {fix}, one per input")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         import numpy as np
@@ -143,15 +172,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     input_files = _parse_inputs(args.inputs)
     arrays = {}
     for name, file in input_files.items():
-        try:
-            arrays[name] = np.load(file, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            what = f"input {name} from {file}" if name != ONLY_INPUT else f"input file {file}"
-            raise MicrotvmError(f"cannot read {what}: {err}; pass a .npy file (-i FILE.npy, or -i NAME=FILE.npy)") from None
+        arrays[name] = _read_npy(np, name, file)
     written: List[Dict[str, Any]] = []
     timing = None
     per_call: List[Any] = []
-    with Session.open(project_dir, resolve_auto_port(parse_key_values(args.options))) as sess:
+    with Session.open(project_dir, resolve_auto_port(parse_key_values(args.options)), timeout_sec=args.timeout) as sess:
         names = [f.name for f in sess.functions]
         function = args.function
         if function is None and sess.model is not None:

@@ -8,32 +8,24 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ..errors import ProjectError
-from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, print_table, resolve_auto_port
+from ..formats.names import printable
+
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, print_table, resolve_auto_port, timeout_seconds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..registry.models import TemplateVersion
 
 #: Same value as project_api.client.DEFAULT_TIMEOUT_SEC (not imported: keeps the parser light).
 _DEFAULT_TIMEOUT = 600.0
 
 
-def _timeout(text: str) -> Optional[float]:
-    """--timeout value: seconds; 0 or "none" means wait forever."""
-    if text.strip().lower() in ("none", "inf", "0", "0.0"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"timeout must be positive (0 = no limit): {text!r}")
-    return value
-
-
 def _add_timeout(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
-        type=_timeout,
+        type=timeout_seconds,
         default=_DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait for each answer of the project's server (default {_DEFAULT_TIMEOUT:g}; 0 = no limit)",
@@ -108,29 +100,39 @@ def written_as_path(arg: str) -> bool:
     return False
 
 
-def resolve_target(arg: str, args: argparse.Namespace) -> Path:
+def resolve_target(arg: str, args: argparse.Namespace) -> Tuple[Path, Optional["TemplateVersion"]]:
     """A folder when written as a path (see :func:`written_as_path`); otherwise a template name,
-    through the registry (verified, trusted, its tools found)."""
+    through the registry (verified and trusted; its tools are left to build and flash), with the
+    version it resolved to."""
     if written_as_path(arg):
         path = Path(arg).expanduser()
         if path.is_dir():
             _note_untrusted_folder(path)
-            return path
+            return path, None
         if path.exists():
             raise ProjectError(f"{arg} is a file; give a template name, a template folder or a project folder")
         raise ProjectError(f"{arg}: no such folder; give a template name, a template folder or a project folder")
-    from ..template_paths import get_template_for_run
+    from ..template_paths import template_for_run
     from ..dirs import is_offline
     from ..errors import SpecError, TemplateNotFoundError
 
     try:
-        return Path(get_template_for_run(arg, offline=is_offline(getattr(args, "offline", False)), trust=getattr(args, "trust", False)))
+        return template_for_run(arg, offline=is_offline(getattr(args, "offline", False)), trust=getattr(args, "trust", False))
     except (SpecError, TemplateNotFoundError) as err:
         if Path(arg).is_dir():
             raise type(err)(f"{err} (for the folder {arg}, write ./{arg})") from None
         if isinstance(err, SpecError) and ("/" in arg.split("@")[0].split("/", 1)[-1] or arg.endswith("/")):
             raise ProjectError(f"{arg}: no such folder, and not a template name; give a template name or an existing folder") from None
         raise
+
+
+def _note_missing_tools(version: Optional["TemplateVersion"]) -> None:
+    from ..template_paths import missing_tools_note
+    from ._common import note
+
+    sentence = missing_tools_note(version) if version is not None else None
+    if sentence:
+        note(f"microtvm: note: {sentence}")
 
 
 def _note_untrusted_folder(path: Path) -> None:
@@ -191,17 +193,18 @@ def _option_rows(options: List[Dict[str, Any]]) -> List[List[str]]:
 def cmd_info(args: argparse.Namespace) -> int:
     from ..project_api.client import instantiate_from_dir
 
-    folder = resolve_target(args.target, args)
+    folder, version = resolve_target(args.target, args)
     with instantiate_from_dir(folder, timeout=args.timeout) as client:
         info = client.server_info_query()
+    _note_missing_tools(version)
     if args.json:
         print_json(info)
         return 0
-    print(f"folder: {folder.absolute()}")
-    print(f"platform: {info.get('platform_name')}")
+    print(f"folder: {printable(str(folder.absolute()))}")
+    print(f"platform: {printable(str(info.get('platform_name')))}")
     print(f"is_template: {_fmt_value(bool(info.get('is_template')))}")
     if info.get("model_library_format_path"):
-        print(f"model_library_format_path: {info['model_library_format_path']}")
+        print(f"model_library_format_path: {printable(str(info['model_library_format_path']))}")
     options = info.get("project_options") or []
     if not options:
         print("options: none")
@@ -215,10 +218,15 @@ def cmd_create_project(args: argparse.Namespace) -> int:
     from ..project import TemplateProject
 
     options = parse_key_values(args.options)
-    template = resolve_target(args.target, args)
+    template, version = resolve_target(args.target, args)
     with TemplateProject.from_directory(template, timeout=args.timeout) as tp:
         project = tp.generate_project(args.mlf, args.project_dir, options, standalone_crt_dir=args.standalone_crt)
         project.close()
+    if version is not None and version.requires.tools:
+        from ..template_paths import record_template
+
+        record_template(project.path, version)
+        _note_missing_tools(version)
     print(project.path)
     return 0
 
@@ -234,7 +242,7 @@ def _run(args: argparse.Namespace, method: str) -> int:
     with GeneratedProject.from_directory(folder, timeout=args.timeout) as project:
         with activity(f"{verb} {folder}"):
             getattr(project, method)(options)
-    print(f"{method}: done ({folder.absolute()})")
+    print(f"{method}: done ({printable(str(folder.absolute()))})")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from ..formats.names import printable
 from ._common import SPEC_HELP, add_json_flag, human_size, note, print_json, print_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -322,9 +323,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(data)
         return 0
-    print(f"{tv.name} {tv.version}" + (f"  ({tv.platform})" if tv.platform else ""))
+    print(f"{tv.name} {tv.version}" + (f"  ({printable(tv.platform)})" if tv.platform else ""))
     if tv.description:
-        print(f"  {tv.description}")
+        print(f"  {printable(tv.description)}")
     print(f"  from:       {data['from']}" + ("  [pinned by microtvm.lock]" if resolved.pin is not None else ""))
     print(f"  source:     {describe_source(tv.source)}")
     print(f"  content id: {content_id or 'unknown until fetched'}")
@@ -349,7 +350,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if tv.requires.python:
         print(f"  python:     {tv.requires.python}")
     if tv.note:
-        print(f"  note:       {tv.note}")
+        print(f"  note:       {printable(tv.note)}")
     print("  versions:")
     print_rows = [[v["version"], v["content_id"] or "-", v["source"]] for v in data["versions"]]
     for row in print_rows:

@@ -49,6 +49,27 @@ REPLY_ERROR = 0xEE
 
 ALL_SLOTS = 0xFFFFFFFF
 
+#: The reply each request is answered with, when it is not REPLY_ERROR.
+REPLY_TO = {
+    MSG_HELLO: REPLY_HELLO,
+    MSG_UPLOAD: REPLY_OK,
+    MSG_CALL: REPLY_OK,
+    MSG_READ: REPLY_DATA,
+    MSG_TIME: REPLY_TIMES,
+    MSG_FREE: REPLY_OK,
+    MSG_ECHO: REPLY_ECHO,
+    MSG_STATS: REPLY_STATS,
+}
+MESSAGE_NAMES = {
+    MSG_HELLO: "HELLO", MSG_UPLOAD: "UPLOAD", MSG_CALL: "CALL", MSG_READ: "READ", MSG_TIME: "TIME",
+    MSG_FREE: "FREE", MSG_ECHO: "ECHO", MSG_STATS: "STATS", REPLY_OK: "OK", REPLY_HELLO: "HELLO reply",
+    REPLY_DATA: "DATA", REPLY_TIMES: "TIMES", REPLY_ECHO: "ECHO reply", REPLY_STATS: "STATS reply", REPLY_ERROR: "ERROR",
+}
+
+
+def message_name(msg_type: int) -> str:
+    return MESSAGE_NAMES.get(msg_type, f"message type 0x{msg_type:02x}")
+
 
 
 class FrameError(SessionError):
@@ -194,30 +215,66 @@ class Hello:
     clock: Optional[DeviceClock] = None  # None: an older device program whose times are seconds
 
 
+class MalformedReply(FrameError):
+    """A reply whose frame arrived intact but whose payload does not have its message's layout:
+    the device program is not one this session's protocol describes."""
+
+    def __init__(self, what: str, payload: bytes, why: str) -> None:
+        super().__init__(
+            f"the device's {what} is malformed ({len(payload)} bytes: {why}); the device program does not "
+            "match this microtvm-registry: regenerate, rebuild and flash the project"
+        )
+
+
 def parse_hello(payload: bytes) -> Hello:
+    what = "HELLO reply"
+    if len(payload) < 16:
+        raise MalformedReply(what, payload, "shorter than its 16-byte head")
     version, flags, workspace, count = struct.unpack_from("<HHQI", payload, 0)
+    if count > (len(payload) - 16) // 6:
+        raise MalformedReply(what, payload, f"it claims {count} functions")
     off = 16
     functions = []
-    for _ in range(count):
+    for i in range(count):
+        if off + 6 > len(payload):
+            raise MalformedReply(what, payload, f"function {i} of {count} is cut off")
         nargs, nlen = struct.unpack_from("<iH", payload, off)
-        name = payload[off + 6 : off + 6 + nlen].decode("utf-8")
+        raw = payload[off + 6 : off + 6 + nlen]
+        if len(raw) != nlen:
+            raise MalformedReply(what, payload, f"function {i}'s name is cut off")
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise MalformedReply(what, payload, f"function {i}'s name {raw!r} is not UTF-8") from None
         functions.append(DeviceFunction(name, nargs))
         off += 6 + nlen
     clock = None
-    if flags & HELLO_HAS_CLOCK and len(payload) >= off + _CLOCK.size:
+    if flags & HELLO_HAS_CLOCK:
+        if len(payload) != off + _CLOCK.size:
+            raise MalformedReply(what, payload, f"its clock description should be {_CLOCK.size} bytes, not {len(payload) - off}")
         kind, shift, _pad, counter_hz, cpu_hz = _CLOCK.unpack_from(payload, off)
         clock = DeviceClock(kind, None if shift < 0 else shift, counter_hz, cpu_hz)
+    elif len(payload) != off:
+        raise MalformedReply(what, payload, f"{len(payload) - off} bytes follow the functions")
     return Hello(version, workspace, tuple(functions), clock)
 
 
 def parse_error(payload: bytes) -> Tuple[str, str]:
+    if len(payload) < 2:
+        raise MalformedReply("ERROR reply", payload, "shorter than its 2-byte head")
     (nkind,) = struct.unpack_from("<H", payload, 0)
+    if 2 + nkind > len(payload):
+        raise MalformedReply("ERROR reply", payload, f"its kind claims {nkind} bytes")
     kind = payload[2 : 2 + nkind].decode("utf-8", "replace")
     return kind, payload[2 + nkind :].decode("utf-8", "replace")
 
 
 def parse_times(payload: bytes) -> List[float]:
+    if len(payload) < 4:
+        raise MalformedReply("TIMES reply", payload, "shorter than its 4-byte count")
     (count,) = struct.unpack_from("<I", payload, 0)
+    if len(payload) != 4 + 8 * count:
+        raise MalformedReply("TIMES reply", payload, f"{count} times need {4 + 8 * count}")
     return list(struct.unpack_from(f"<{count}d", payload, 4))
 
 
@@ -232,4 +289,6 @@ STATS_FIELDS = (
 
 
 def parse_stats(payload: bytes) -> dict:
+    if len(payload) != 8 * len(STATS_FIELDS):
+        raise MalformedReply("STATS reply", payload, f"its {len(STATS_FIELDS)} counters need {8 * len(STATS_FIELDS)}")
     return dict(zip(STATS_FIELDS, struct.unpack_from("<6Q", payload, 0)))

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Deque, List, Optional, Sequence, Set
+from typing import Deque, Dict, List, Optional, Sequence, Set
 
 from ..errors import MicrotvmError
 
@@ -227,8 +227,43 @@ def _is_running_qemu(pid: int) -> bool:
     return is_running(pid) and (stat is None or stat.comm.startswith("qemu-system"))
 
 
+#: Linux's largest possible pid (PID_MAX_LIMIT): a note naming another is not one we wrote.
+_PID_LIMIT = 1 << 22
+_NOTE_MAX_BYTES = 64 * 1024
+
+
+def _read_note(path: Path) -> RunningBoard:
+    """The board a note describes; ValueError saying what is wrong with a note we did not write
+    (hand-edited, truncated by a full disk, or planted)."""
+    with open(path, "rb") as fh:
+        raw = fh.read(_NOTE_MAX_BYTES + 1)
+    if len(raw) > _NOTE_MAX_BYTES:
+        raise ValueError(f"it is over {_NOTE_MAX_BYTES} bytes")
+    try:
+        note = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("it is nested too deeply") from None
+    if not isinstance(note, dict):
+        raise ValueError("it is not a JSON object")
+    texts: Dict[str, str] = {}
+    for key in ("board", "machine", "pty", "image"):
+        value = note.get(key)
+        if not isinstance(value, str):
+            raise ValueError(f"its {key} is not a string")
+        texts[key] = value
+    pid = note.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or not 0 < pid < _PID_LIMIT:
+        raise ValueError(f"its pid {pid!r} is not a process id")
+    return RunningBoard(texts["board"], texts["machine"], texts["pty"], pid, texts["image"])
+
+
 def running_boards() -> List[RunningBoard]:
-    """Every emulated board whose QEMU runs now (on this machine, for this user's runtime folder)."""
+    """Every emulated board whose QEMU runs now (on this machine, for this user's runtime folder).
+
+    A note whose QEMU is gone is removed; so is a malformed one (we never write one: it cannot
+    describe a board), with a warning naming it, and the rest are still listed."""
+    import logging
+
     try:
         paths = sorted(_notes_dir().glob("*.json"))
     except OSError:
@@ -236,9 +271,13 @@ def running_boards() -> List[RunningBoard]:
     found = []
     for path in paths:
         try:
-            note = json.loads(path.read_text(encoding="utf-8"))
-            board = RunningBoard(str(note["board"]), str(note["machine"]), str(note["pty"]), int(note["pid"]), str(note["image"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            board = _read_note(path)
+        except OSError:
+            continue  # gone meanwhile, or not a file: nothing to describe
+        except ValueError as err:
+            logging.getLogger(__name__).warning(
+                "microtvm: removed the emulated-board note %s: %s (notes are microtvm's own; nothing is lost)", path, err)
+            _remove(path)
             continue
         if _is_running_qemu(board.pid) and os.path.exists(board.pty):
             found.append(board)

@@ -130,8 +130,6 @@ class Session:
         self._broken: Optional[str] = None
         self._loaded: Optional[List[Any]] = None  # arguments uploaded by load(), for call/time_loaded
         hello = self._exchange([(protocol.MSG_HELLO, b"")], "hello", [None])[0]
-        if hello.type != protocol.REPLY_HELLO:
-            raise SessionError(f"device answered hello with message type 0x{hello.type:02x}; is it a host project?")
         self.hello = protocol.parse_hello(hello.payload)
         if self.hello.version != protocol.PROTOCOL_VERSION:
             raise SessionError(
@@ -292,8 +290,6 @@ class Session:
         payload = protocol.time_payload(self._index[name], number, repeat, list(range(nargs)))
         replies = self._exchange(list(before) + [(protocol.MSG_TIME, payload)], name, [0] * len(before) + [4 + 8 * repeat])
         times = replies[-1]
-        if times.type != protocol.REPLY_TIMES:
-            raise SessionError(f"{name}: device answered time with message type 0x{times.type:02x}")
         return timing_result(self.hello.clock, protocol.parse_times(times.payload), number)
 
     # ------------------------------------------------- one upload, many callers
@@ -424,7 +420,19 @@ class Session:
         self, requests: Sequence[Tuple[int, bytes]], context: str, expect: Optional[Sequence[Optional[int]]] = None
     ) -> List[Frame]:
         data = b"".join(protocol.encode_frame(t, p) for t, p in requests)
-        return self._exchange_bytes(data, len(requests), context, expect)
+        replies = self._exchange_bytes(data, len(requests), context, expect)
+        for (asked, _), reply in zip(requests, replies):
+            want = protocol.REPLY_TO.get(asked)
+            if want is not None and reply.type != want:
+                # An intact frame of the wrong kind (an ECHO where DATA belongs) must never be
+                # taken for the answer: the device and this session are out of step.
+                self._broken = f"the device answered {protocol.message_name(asked)} with {protocol.message_name(reply.type)}"
+                raise SessionError(
+                    f"{context}: the device answered {protocol.message_name(asked)} with {protocol.message_name(reply.type)} "
+                    f"(expected {protocol.message_name(want)}); it is out of step or not this project's program: "
+                    "rebuild and flash the project"
+                )
+        return replies
 
     def _want(self, expect: Sequence[Optional[int]], done: int) -> int:
         """Bytes to ask of the transport: what the replies still to come should hold, as far as
@@ -461,7 +469,8 @@ class Session:
                     chunk = self._transport.read(want, self._timeout)
                 except server.IoTimeoutError:
                     raise SessionError(
-                        f"{context}: the device sent nothing for {self._timeout} s; it may be stuck (pass a larger timeout_sec)"
+                        f"{context}: the device sent nothing for {self._timeout:g} s; it may be stuck, or need longer "
+                        "(microtvm run --timeout SECONDS; in Python, Session.open(..., timeout_sec=SECONDS))"
                     ) from None
                 if not chunk:
                     continue

@@ -324,14 +324,10 @@ def load_model_library_format(path: PathLike) -> ModelLibrary:
         for src in sorted((path / "codegen" / "host" / "src").glob("*.c")):
             sources[src.name] = src.read_text(encoding="utf-8", errors="replace")
     elif path.is_file():
-        budget = ExtractionBudget(str(path))
         try:
             with tarfile.open(path, "r:") as tar:
                 metadata = None
-                for member in tar:
-                    budget.take(member.size if member.isfile() else 0)
-                    name = PurePosixPath(member.name)
-                    rel = PurePosixPath(*[p for p in name.parts if p != "."])
+                for member, rel in checked_members(path, tar):
                     if not member.isfile():
                         continue
                     if str(rel) == "metadata.json":
@@ -386,20 +382,11 @@ def safe_extract(tar_path: PathLike, dest: PathLike) -> None:
         tar = tarfile.open(tar_path, "r:")
     except tarfile.TarError as err:
         raise ModelLibraryError(f"{tar_path} is not an uncompressed tar ({err}); MLF must be a plain tar") from None
-    budget = ExtractionBudget(str(tar_path))
     with tar:
-        plan: List[Tuple[tarfile.TarInfo, PurePosixPath]] = []
         try:
-            for member in tar:
-                budget.take(member.size if member.isfile() else 0)
-                plan.append((member, _checked_member(tar_path, member)))
+            plan = list(checked_members(tar_path, tar))
         except tarfile.TarError as err:
             raise ModelLibraryError(f"{tar_path} is a damaged tar ({err}); re-export the model") from None
-        files = {rel for member, rel in plan if member.isfile()}
-        for member, rel in plan:
-            under_file = [str(p) for p in rel.parents if p in files]
-            if under_file:
-                raise UnsafeArchiveError(f"{tar_path}: member {member.name!r} lies under the file {under_file[0]!r}; refusing to extract it")
         dest.mkdir(parents=True, exist_ok=True)
         root = dest.resolve()
         for member, rel in plan:
@@ -424,6 +411,34 @@ def safe_extract(tar_path: PathLike, dest: PathLike) -> None:
                 ) from None
 
 
+def checked_members(tar_path: Path, tar: tarfile.TarFile) -> List[Tuple[tarfile.TarInfo, PurePosixPath]]:
+    """Every member with its path inside the extraction folder, each checked (see
+    :func:`_checked_member`) and within the budget; a path given twice (two files, a file and a
+    folder) or lying under a file is refused, since a reader and an extractor could each take a
+    different one."""
+    budget = ExtractionBudget(str(tar_path))
+    json_limit = _json_limit()
+    plan: List[Tuple[tarfile.TarInfo, PurePosixPath]] = []
+    kinds: Dict[PurePosixPath, bool] = {}  # path -> is a file
+    for member in tar:
+        budget.take(member.size if member.isfile() else 0)
+        rel = _checked_member(tar_path, member)
+        if member.isfile() and rel.suffix == ".json" and member.size > json_limit:
+            # read whole when parsed: refused before it is written to disk, let alone read
+            raise ModelLibraryError(
+                f"{tar_path}: {rel} is {member.size:,} bytes, more than {json_limit:,}; refused (set {MAX_JSON_ENV} to allow more)"
+            )
+        if rel in kinds and (member.isfile() or kinds[rel]):
+            raise UnsafeArchiveError(f"{tar_path}: member {member.name!r} is given twice; refusing to extract it, re-export the model")
+        kinds[rel] = member.isfile()
+        plan.append((member, rel))
+    for member, rel in plan:
+        under_file = [str(p) for p in rel.parents if kinds.get(p)]
+        if under_file:
+            raise UnsafeArchiveError(f"{tar_path}: member {member.name!r} lies under the file {under_file[0]!r}; refusing to extract it")
+    return plan
+
+
 def _checked_member(tar_path: Path, member: tarfile.TarInfo) -> PurePosixPath:
     """The member's path inside the extraction folder, or UnsafeArchiveError saying why not."""
     name = member.name
@@ -436,6 +451,8 @@ def _checked_member(tar_path: Path, member: tarfile.TarInfo) -> PurePosixPath:
         raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a link; refusing to extract it")
     if not (member.isfile() or member.isdir()):
         raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a device or special file; refusing to extract it")
+    if member.isfile() and name.endswith("/"):
+        raise UnsafeArchiveError(f"{tar_path}: member {name!r} is a file named like a folder; refusing to extract it")
     odd = [p for p in pure.parts if p not in (".", "") and not SAFE_MEMBER_PART.fullmatch(p)]
     if odd:
         raise UnsafeArchiveError(

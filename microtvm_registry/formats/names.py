@@ -55,12 +55,18 @@ def c_identifiers(names: Sequence[str], reserved: Iterable[str] = ()) -> List[st
     return out
 
 
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def printable(text: str) -> str:
-    """A name as a terminal may show it: control characters and escapes as Python writes them."""
+    """Text as a terminal may show it: a character that is not printable (a newline, an escape
+    sequence's ESC, a bidi override) written as Python writes it in a string, so a name from a
+    model, an index or a device can neither move the cursor nor start a line of its own."""
     text = str(text)
     if text.isprintable():
         return text
-    return repr(text)[1:-1]
+    return "".join(c if c.isprintable() else _ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in text)
 
 
 def c_name_map(model_names: Sequence[str], reserved: Iterable[str] = ()) -> Dict[str, str]:

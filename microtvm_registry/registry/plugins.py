@@ -61,67 +61,14 @@ def _any_plugin_installed() -> bool:
     return False
 
 
-class _BoundEntryPoint:
-    """An entry point together with the distribution that declares it.
-
-    Python 3.10+ entry points carry ``.dist``; 3.9's are bare namedtuples, so there we pair each
-    one with its distribution ourselves. Only what this module uses is exposed.
-    """
-
-    __slots__ = ("_ep", "dist")
-
-    def __init__(self, ep: Any, dist: Any) -> None:
-        self._ep = ep
-        self.dist = dist
-
-    @property
-    def name(self) -> str:
-        return self._ep.name
-
-    @property
-    def value(self) -> str:
-        return self._ep.value
-
-    @property
-    def group(self) -> str:
-        return self._ep.group
-
-    def load(self) -> Any:
-        return self._ep.load()
-
-
-def _normalized_dist_name(dist: Any) -> str:
-    """PEP 503 form of a distribution's name, for spotting the same project twice on sys.path."""
-    import re
-
-    name = dist.metadata.get("Name") or ""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _entry_points() -> List[Any]:
     if not _any_plugin_installed():
         return []
     from importlib import metadata
 
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):  # Python 3.10+: deduplicated, and each entry point knows its dist
-        return list(eps.select(group=GROUP))
-    # Python 3.9: entry_points() is a {group: (EntryPoint, ...)} dict over *every* distribution,
-    # shadowed copies included, and the entry points do not say which distribution declared them.
-    # Walk the distributions instead, keeping only the first of each name (the one import would
-    # use, as 3.10+ does), so the result matches the newer API.
-    result: List[Any] = []
-    seen = set()
-    for dist in metadata.distributions():
-        key = _normalized_dist_name(dist)
-        if key in seen:
-            continue
-        if key:  # a nameless (broken) dist shadows nothing
-            seen.add(key)
-        for ep in dist.entry_points:
-            if ep.group == GROUP:
-                result.append(_BoundEntryPoint(ep, dist))
-    return result
+    # deduplicated (a shadowed copy of a distribution is left out, as import would), and each
+    # entry point knows the distribution that declares it
+    return list(metadata.entry_points().select(group=GROUP))
 
 
 def _dist_info(ep: Any) -> tuple:

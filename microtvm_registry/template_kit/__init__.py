@@ -8,8 +8,9 @@ vendor's template may be too). A template server imports only this package and
   extracted safely, the function table, the workspace from the plan), ``config_of`` /
   ``write_config`` (the project's settings and the version of microtvm-registry that made it),
   ``bool_option`` / ``int_option``, ``telling_line``, ``TemplateKitError``.
-* bare-metal firmware (``firmware``): ``linker_script`` from a board's memory regions,
+* bare-metal firmware (``firmware``): ``region`` and ``linker_script`` from a board's memory regions,
   ``build_report`` / ``format_report`` from the ELF, ``explain_overflow``.
+* a command given as an option (``commands``): ``fill_command`` (split, fields filled, program found).
 * emulated and real boards (``emulated``): ``boot_check``, ``open_emulated``, ``open_serial``.
 * target facts: ``core`` and ``family_of`` (microtvm_registry.targets).
 
@@ -37,14 +38,15 @@ from .server_base import TemplateServer, template_error
 
 __all__ = [
     "MODEL_TAR_NAME", "PROJECT_FILE", "TemplateKitError", "TemplateServer", "add_model", "bool_option", "boot_check",
-    "build_report", "config_of", "core", "explain_overflow", "family_of", "format_report", "int_option",
-    "linker_script", "open_emulated", "open_serial", "shared_runtime", "staged_project", "telling_line",
+    "build_report", "config_of", "core", "explain_overflow", "family_of", "fill_command", "format_report", "int_option",
+    "linker_script", "open_emulated", "open_serial", "region", "shared_runtime", "staged_project", "telling_line",
     "template_error", "write_config",
 ]
 
 _LAZY = {
     "boot_check": "emulated", "open_emulated": "emulated", "open_serial": "emulated",
-    "build_report": "firmware", "format_report": "firmware", "linker_script": "firmware", "explain_overflow": "firmware",
+    "fill_command": "commands",
+    "build_report": "firmware", "region": "firmware", "format_report": "firmware", "linker_script": "firmware", "explain_overflow": "firmware",
 }
 
 

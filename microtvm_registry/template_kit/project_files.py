@@ -83,19 +83,25 @@ def staged_project(project_dir: Path) -> Iterator[Path]:
         raise
 
 
-def add_model(out: Path, mlf_path: Path, workspace: Optional[int], default_workspace: int) -> Tuple[mlf.ModelLibrary, int]:
+def add_model(
+    out: Path, mlf_path: Path, workspace: Optional[int], default_workspace: int, room: Optional[Tuple[int, str]] = None
+) -> Tuple[mlf.ModelLibrary, int]:
     """Copies the MLF into ``out`` (model.tar, extracted to model/), checks it carries the TVM
     headers, writes ``src/function_table.c``, and returns the library and the workspace to give
-    generated code (a compiled model's plan sizes it; see compile.model.project_workspace_bytes)."""
+    generated code (a compiled model's plan sizes it; see compile.model.project_workspace_bytes).
+
+    ``room``: (bytes, what they are) the workspace must fit in, e.g. the board's RAM less its
+    stack and heap; a workspace that cannot fit is refused here, at create-project, in the
+    board's terms, rather than by the linker at build."""
     from ..errors import ModelError
     from ..formats.plan import project_workspace_bytes
 
     mlf_path = Path(mlf_path)
     if not mlf_path.is_file():
         raise TemplateKitError(f"model library {mlf_path} does not exist; export one with microtvm_registry.compile.mlf")
-    shutil.copy2(mlf_path, out / MODEL_TAR_NAME)
     try:
-        mlf.safe_extract(out / MODEL_TAR_NAME, out / "model")
+        mlf.safe_extract(mlf_path, out / "model")  # checked before anything is copied; errors name the user's file
+        shutil.copy2(mlf_path, out / MODEL_TAR_NAME)
         if not (out / "model" / "codegen" / "host" / "include" / "tvm" / "ffi" / "c_api.h").is_file():
             raise TemplateKitError(
                 f"{mlf_path} carries no TVM headers (codegen/host/include/tvm/ffi/c_api.h); "
@@ -104,7 +110,14 @@ def add_model(out: Path, mlf_path: Path, workspace: Optional[int], default_works
         library = mlf.load_model_library_format(out / "model")
         (out / "src").mkdir(exist_ok=True)
         (out / "src" / "function_table.c").write_text(mlf.function_table_source(library.functions))
-        return library, project_workspace_bytes(out / "model", workspace, default_workspace)
+        size = project_workspace_bytes(out / "model", workspace, default_workspace)
+        if room is not None and size > room[0]:
+            source = "-o workspace_size_bytes" if workspace is not None else "the model's plan"
+            raise TemplateKitError(
+                f"a workspace of {size:,} bytes ({source}) does not fit {room[1]} ({room[0]:,} bytes); "
+                + ("pass a smaller workspace_size_bytes" if workspace is not None else "choose a board with more RAM, or a smaller model")
+            )
+        return library, size
     except mlf.UnsafeArchiveError as err:
         raise TemplateKitError(f"unsafe model archive: {err}; the project was not created") from None
     except (mlf.ModelLibraryError, ModelError) as err:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -94,7 +93,7 @@ PROJECT_OPTIONS = [
         "flash_command",
         optional=["flash"],
         type="str",
-        help="Real boards: the command that flashes, with {elf}, {bin} and {board} filled in (default: pyOCD).",
+        help="Real boards: the command that flashes, with {elf}, {bin} and {board} filled in ({{ and }} for literal braces; default: pyOCD).",
     ),
     server.ProjectOption(
         "boot_timeout_sec",
@@ -190,8 +189,10 @@ class Handler(kit.TemplateServer):
             shutil.copy2(PROJECT_DIR / name, out / name)
         shutil.copytree(kit.shared_runtime(PROJECT_DIR), out / "runtime")
         shutil.copytree(PROJECT_DIR / "src", out / "src")
+        ram = kit.region(board, "data")
+        room = (int(ram["length"]) - STACK_SIZE - MIN_HEAP_SIZE, f"{board['name']}'s {ram['name']} less its stack and heap")
         _library, config["workspace_size_bytes"] = kit.add_model(
-            out, mlf_path, config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES
+            out, mlf_path, config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES, room
         )
         (out / "src" / "board_config.h").write_text(
             board_config_header(board, config["workspace_size_bytes"], config["icount"])
@@ -258,7 +259,11 @@ class Handler(kit.TemplateServer):
     def _flash_real(self, board: Dict[str, Any], image: Path, options: Dict[str, Any]) -> None:
         command = options.get("flash_command")
         if command:
-            cmd = [part.format(elf=image, bin=image.with_suffix(".bin"), board=board["name"]) for part in shlex.split(command)]
+            fields = {"elf": str(image), "bin": str(image.with_suffix(".bin")), "board": board["name"]}
+            try:
+                cmd = kit.fill_command("flash_command", command, fields)
+            except kit.TemplateKitError as err:
+                raise kit.template_error(str(err)) from None
         elif shutil.which("pyocd"):
             cmd = ["pyocd", "flash", "-t", board["pyocd_target"], str(image)]
         else:

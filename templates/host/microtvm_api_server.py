@@ -14,9 +14,10 @@ client's interpreter, which has microtvm_registry installed, and uses only its p
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from microtvm_registry import template_kit as kit
 from microtvm_registry.project_api import server
@@ -49,6 +50,14 @@ PROJECT_OPTIONS = [
 ]
 
 
+def _memory() -> Optional[Tuple[int, str]]:
+    """This machine's memory: the host program's "board"."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's memory"
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: the compiler decides
+        return None
+
+
 class Handler(kit.TemplateServer):
     platform_name = "host"
     project_options = PROJECT_OPTIONS
@@ -60,7 +69,7 @@ class Handler(kit.TemplateServer):
         shutil.copytree(kit.shared_runtime(PROJECT_DIR), out / "runtime")
         (out / "src").mkdir()
         shutil.copy2(PROJECT_DIR / "src" / "main.c", out / "src" / "main.c")
-        _library, workspace = kit.add_model(out, mlf_path, config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES)
+        _library, workspace = kit.add_model(out, mlf_path, config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES, _memory())
         config["workspace_size_bytes"] = workspace
         makefile = (PROJECT_DIR / "Makefile.template").read_text()
         (out / "Makefile").write_text(makefile.replace("@WORKSPACE_SIZE_BYTES@", str(workspace)))

@@ -194,14 +194,6 @@ def test_usage_errors_exit_2(args):
 # ---- behaving like uv and PlatformIO ----------------------------------------------------------
 
 
-def test_missing_declared_tool_is_named_before_the_server_starts(acme):
-    proc = run_cli("info", "acme/blinky", "--trust")
-    assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "needs `no-such-tool-xyz` on PATH, which is missing" in lines[0], proc.stderr
-    assert "microtvm show acme/blinky@1.1.0" in lines[0] and "status 126" not in lines[0]
-
-
 def test_a_name_is_never_a_folder_of_that_name_in_the_current_directory(tmp_path):
     """`./host` holding someone else's server: `info host` runs the packaged template, and only
     `info ./host` runs the folder (announced once)."""

@@ -133,7 +133,8 @@ def registry(tvm_like, tmp_path):
     index = write_index(
         tmp_path / "tvm-like.toml",
         [
-            template_table("tvmlike/arduino", [dict(common, version="0.8.0", subdir=OLD_DIR, tree=tvm_like["old_tree"])],
+            template_table("tvmlike/arduino", [dict(common, version="0.8.0", subdir=OLD_DIR, tree=tvm_like["old_tree"],
+                                                    requires={"tools": ["no-such-arduino-cli-xyz"]})],
                            platform="arduino"),
             template_table("tvmlike/zephyr", [dict(
                 common, version="0.18.0", subdir=NEW_DIR, tree=tvm_like["new_tree"],
@@ -158,7 +159,12 @@ def test_old_style_template_runs_without_microtvm(registry):
     assert refused.stderr.strip().count("\n") == 0
     assert "microtvm trust tvmlike/arduino@0.8.0" in refused.stderr
 
-    info = _info("tvmlike/arduino@0.8.0", "--trust")
+    # its build tool is missing, which asking for its options does not need: it answers, and says so
+    proc = run_cli("info", "tvmlike/arduino@0.8.0", "--trust", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ("microtvm: note: tvmlike/arduino 0.8.0 needs `no-such-arduino-cli-xyz` on PATH to build "
+                                   "and flash, which is missing: install no-such-arduino-cli-xyz and put it on PATH")
+    info = json.loads(proc.stdout)
     assert info["platform_name"] == "arduino" and info["is_template"] is True
     assert info["protocol_version"] == 1
     board = info["project_options"][0]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from registry_support import run_cli
-from support.onnx_models import save
+from support.onnx_models import constant_bomb, save
 
 pytestmark = pytest.mark.needs_tvm
 
@@ -116,6 +116,33 @@ def test_a_malformed_plan_is_one_line_at_create_project(tmp_path, plan, words):
     assert words in out.stderr and not (tmp_path / "proj").exists()
 
 
+@pytest.mark.parametrize("case, extra, words", [
+    ("file-named-like-a-folder", [("./codegen/host/src/", b"int x;")], "is a file named like a folder"),
+    ("metadata-as-a-folder-name", [("./metadata.json/", b"{}")], "is a file named like a folder"),
+    ("twice", [("./codegen/host/src/a.c", b"int a;"), ("./codegen/host/src/a.c", b"int b;")], "is given twice"),
+    ("file-then-folder", [("./codegen/host/src/a.c", b"int a;"), ("./codegen/host/src/a.c/", None)], "is given twice"),
+    ("file-after-what-lies-under-it", [("./codegen/host/src/x.c", b"int x;"), ("./codegen", b"a file")], "lies under the file"),
+])
+def test_a_member_a_reader_and_an_extractor_could_see_differently_is_refused(tmp_path, case, extra, words):
+    """Before: the reader took one metadata.json and the extractor wrote another, or a file
+    named ``src/`` was written as ``src``."""
+    from microtvm_registry.formats import mlf
+
+    path = tmp_path / f"{case}.tar"
+    with tarfile.open(path, "w:") as tar:
+        for member, data in [("./metadata.json", GOOD_META), *extra]:
+            info = tarfile.TarInfo(member)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+            else:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data or b""))
+    for read in (lambda: mlf.safe_extract(path, tmp_path / "out"), lambda: mlf.load_model_library_format(path)):
+        with pytest.raises(mlf.UnsafeArchiveError, match=words):
+            read()
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
 def test_an_mlf_member_under_a_file_is_refused(tmp_path):
     from microtvm_registry.formats import mlf
 
@@ -127,16 +154,7 @@ def test_an_mlf_member_under_a_file_is_refused(tmp_path):
 def test_a_tiny_onnx_asking_for_a_huge_constant_is_refused_before_folding(tmp_path):
     """165 bytes of ONNX (ConstantOfShape 4096x4096, added to the input) cost 1.5 GB of RSS and
     wrote a 391 MB tar before; now one line, in little memory, naming the tensor and the flash."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    shape = numpy_helper.from_array(np.array([4096, 4096], np.int64), "shape")
-    graph = helper.make_graph(
-        [helper.make_node("ConstantOfShape", ["shape"], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
-         helper.make_node("Add", ["x", "c"], ["y"])], "bomb",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4096, 4096])], initializer=[shape])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
+    model = constant_bomb()
     path = save(model, tmp_path / "bomb.onnx")
     assert path.stat().st_size < 300
     rss, out = _rss_and_result(
@@ -146,6 +164,13 @@ def test_a_tiny_onnx_asking_for_a_huge_constant_is_refused_before_folding(tmp_pa
     assert "tensor 'c' of bomb.onnx would be 67,108,864 bytes (4096x4096 float32)" in out.stderr
     assert "more than the flash of" in out.stderr and "largest cortex-m4 board we know" in out.stderr
     assert rss < 600, f"{rss} MB of RSS to refuse it"
+    # the default target, host, rehearses a board's build: bounded by the largest flash we know
+    rss, out = _rss_and_result(
+        "import sys\nfrom microtvm_registry.cli import main\nsys.exit(main(['compile', sys.argv[1], '-o', sys.argv[2]]))",
+        str(path), str(tmp_path / "bomb.tar"))
+    assert out.returncode == 1 and not (tmp_path / "bomb.tar").exists()
+    assert "more than the flash of" in out.stderr and "the largest board we know" in out.stderr
+    assert rss < 600, f"{rss} MB of RSS to refuse it for host"
 
 
 def test_a_zero_sized_input_dimension_says_so(tmp_path):
@@ -174,3 +199,64 @@ def test_compile_writes_the_mlf_with_the_umask_s_mode(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert oct((tmp_path / "r.tar").stat().st_mode & 0o777) == oct(0o644)
+
+
+def _external_data_model(folder, location):
+    """x + w, with w's 16 floats kept in the file at ``location`` (relative to ``folder``)."""
+    from onnx import TensorProto, helper
+
+    weights = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[16], data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", "0"), ("length", "64")):
+        weights.external_data.add(key=key, value=value)
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [16])], initializer=[weights])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    return save(model, folder / "model.onnx")
+
+
+SECRET = np.arange(16, dtype=np.float32) * 7
+
+
+@pytest.mark.parametrize("variant, words", [
+    ("symlinked-file", "reached through the symlink"),
+    ("symlinked-folder", "reached through the symlink"),
+    ("parent", "outside the model's folder"),
+    ("absolute", "outside the model's folder"),
+])
+def test_external_data_outside_the_model_s_folder_is_never_read(tmp_path, variant, words):
+    """A downloaded model must not pull the user's other files into its weights (onnx 1.20.1
+    followed the two symlinked variants and loaded the secret's bytes)."""
+    from microtvm_registry.compile.frontends.onnx import load_onnx
+    from microtvm_registry.errors import ModelError
+
+    (tmp_path / "outside").mkdir()
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.write_bytes(SECRET.tobytes())
+    folder = tmp_path / "models" / variant
+    location = {"symlinked-file": "secret.bin", "symlinked-folder": "sub/secret.bin",
+                "parent": "../../outside/secret.bin", "absolute": str(secret)}[variant]
+    path = _external_data_model(folder, location)
+    if variant == "symlinked-file":
+        os.symlink(secret, folder / "secret.bin")
+    if variant == "symlinked-folder":
+        os.symlink(tmp_path / "outside", folder / "sub")
+    with pytest.raises(ModelError, match=words) as err:
+        load_onnx(path)
+    assert "\n" not in str(err.value) and "tensor 'w'" in str(err.value) and "re-export" in str(err.value)
+    out = run_cli("compile", str(path), "-o", str(tmp_path / "m.tar"))
+    assert out.returncode == 1 and words in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.tar").exists()
+
+
+def test_external_data_next_to_the_model_still_loads(tmp_path):
+    from onnx import numpy_helper
+
+    from microtvm_registry.compile.frontends.onnx import load_onnx
+
+    path = _external_data_model(tmp_path / "m", "weights.bin")
+    (tmp_path / "m" / "weights.bin").write_bytes(SECRET.tobytes())
+    model = load_onnx(path)
+    assert np.array_equal(numpy_helper.to_array(model.graph.initializer[0]), SECRET)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from registry_support import run_cli
 from support.cortex_m import TEMPLATE, qemu_pids, still_running
 from microtvm_registry.device.session import Session
 from microtvm_registry.errors import BuildError, SessionError
@@ -27,16 +28,28 @@ int main(void) {
 """
 
 
+def test_a_workspace_larger_than_the_board_s_ram_is_refused_at_create_project(tmp_path, kernels_mlf):
+    """Before: accepted, and left to the linker at build."""
+    with pytest.raises(server.ServerError) as info:
+        generate_project(TEMPLATE, kernels_mlf, tmp_path / "big", {"board": "mps2-an386", "workspace_size_bytes": 8 << 20})
+    assert ("a workspace of 8,388,608 bytes (-o workspace_size_bytes) does not fit mps2-an386's RAM less its stack and heap "
+            "(4,161,536 bytes); pass a smaller workspace_size_bytes") in info.value.message
+    assert not (tmp_path / "big").exists()
+
+
 def test_a_model_that_does_not_fit_names_the_region_and_the_bytes(tmp_path, kernels_mlf):
+    """A workspace that leaves the stack and heap their room but not the rest of the firmware's
+    data: the linker's overflow, in the board's terms."""
+    room = 4 * 1024 * 1024 - 32 * 1024
     project = generate_project(
-        TEMPLATE, kernels_mlf, tmp_path / "big", {"board": "mps2-an386", "workspace_size_bytes": 8 << 20}
+        TEMPLATE, kernels_mlf, tmp_path / "big", {"board": "mps2-an386", "workspace_size_bytes": room}
     )
     with project, pytest.raises(BuildError) as info:
         project.build()
     line = str(info.value).splitlines()[0]
     assert "does not fit mps2-an386: region RAM needs" in line
     needed = int(line.split("needs ")[1].split()[0])
-    assert needed > 8 << 20
+    assert needed > 4 * 1024 * 1024
     assert "the board has 4194304" in line
     assert not (tmp_path / "big" / "build" / "firmware.elf").exists()
 
@@ -67,6 +80,17 @@ def test_a_session_with_a_silent_firmware_times_out_clearly(built_boards, fresh_
     with pytest.raises(SessionError, match="hello: the device sent nothing for 2 s"):
         with Session.open(project_dir, timeout_sec=2):
             pass
+
+
+def test_run_with_a_silent_firmware_says_how_to_wait_longer(built_boards, fresh_copy, tmp_path):
+    """The hint names the flag the CLI has (before: "pass a larger timeout_sec", which it had not)."""
+    project_dir = _silent_project(built_boards, fresh_copy)
+    (project_dir / "flashed" / "firmware.elf").write_bytes((project_dir / "build" / "firmware.elf").read_bytes())
+    np.save(tmp_path / "x.npy", np.ones((4, 16), np.float32))
+    out = run_cli("run", str(project_dir), "-i", f"x={tmp_path / 'x.npy'}", "--timeout", "2", "--output-dir", str(tmp_path))
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1, out.stderr
+    assert "hello: the device sent nothing for 2 s" in lines[0] and "microtvm run --timeout SECONDS" in lines[0]
 
 
 def _parent(pid: int) -> int:

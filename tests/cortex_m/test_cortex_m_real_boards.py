@@ -31,12 +31,18 @@ def test_real_board_firmware_builds_and_fits(built_boards, board):
     assert (project / "build" / "firmware.bin").stat().st_size > 1000
 
 
-def test_flash_command_runs_with_the_image_filled_in(tmp_path, built_boards, fresh_copy):
-    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+def _fake_flasher(tmp_path):
+    """FakeFlasher: stands in for a probe we do not have; records its arguments in calls.json."""
     record = tmp_path / "calls.json"
-    flasher = tmp_path / "fake-flasher"  # FakeFlasher: stands in for a probe we do not have
+    flasher = tmp_path / "fake-flasher"
     flasher.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
     flasher.chmod(0o755)
+    return flasher, record
+
+
+def test_flash_command_runs_with_the_image_filled_in(tmp_path, built_boards, fresh_copy):
+    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+    flasher, record = _fake_flasher(tmp_path)
     with GeneratedProject.from_directory(project_dir) as project:
         project.flash({"flash_command": f"{flasher} --target {{board}} {{elf}}"})
     assert json.loads(record.read_text()) == ["--target", "nucleo_l4r5zi", str(project_dir / "build" / "firmware.elf")]
@@ -138,3 +144,30 @@ def test_serial_port_auto_with_two_candidates_names_both(built_boards, fresh_cop
         with pytest.raises(server.ServerError, match=r"2 connected devices can be nucleo_l4r5zi: /dev/ttyACM0 \(0483:374b\), /dev/ttyACM1"):
             with project.transport({"serial_port": "auto"}):
                 pass
+
+
+@pytest.mark.parametrize("command, words", [
+    ("{flasher} {x}", "option flash_command: {x} is not a field it fills; use {elf}, {bin}, {board}"),
+    ("{flasher} {0}", "option flash_command: {0} is not a field it fills"),
+    ("{flasher} {elf!r}", "{elf!r} is not a field it fills"),
+    ("{flasher} 'unclosed {elf}", "option flash_command: No closing quotation in"),
+    ("{flasher} a{b", "has a lone brace; write {{ and }} for a literal brace"),
+    ("no-such-flasher-xyz {elf}", "option flash_command: its program 'no-such-flasher-xyz' is not on PATH"),
+])
+def test_a_bad_flash_command_is_one_sentence(tmp_path, built_boards, fresh_copy, command, words):
+    """Before: KeyError 'x', IndexError, a bare ValueError, or FileNotFoundError's traceback."""
+    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+    flasher, record = _fake_flasher(tmp_path)
+    with GeneratedProject.from_directory(project_dir) as project:
+        with pytest.raises(server.ServerError) as err:
+            project.flash({"flash_command": command.replace("{flasher}", str(flasher))})
+    assert words in err.value.message and "\n" not in err.value.message.strip()
+    assert not record.exists()  # refused before anything ran
+
+
+def test_a_flash_command_may_hold_literal_braces(tmp_path, built_boards, fresh_copy):
+    project_dir = fresh_copy(built_boards.get("nucleo_l4r5zi", flash=False))
+    flasher, record = _fake_flasher(tmp_path)
+    with GeneratedProject.from_directory(project_dir) as project:
+        project.flash({"flash_command": f"{flasher} --config '{{{{\"speed\": 4000}}}}' {{bin}}"})
+    assert json.loads(record.read_text()) == ['--config', '{"speed": 4000}', str(project_dir / "build" / "firmware.bin")]

@@ -104,3 +104,37 @@ def test_payload_parsers_round_trip():
     upload = protocol.upload_payload(3, "int8", (2, 3), b"\x01" * 6)
     assert struct.unpack_from("<IBBHI2q", upload) == (3, 0, 8, 1, 2, 2, 3)
     assert upload.endswith(b"\x01" * 6)
+
+
+HELLO_HEAD = struct.pack("<HHQI", 1, 0, 4096, 1)
+CLOCK = struct.pack("<BbHQQ", protocol.CLOCK_CYCLES, 3, 0, 25_000_000, 25_000_000)
+
+
+@pytest.mark.parametrize("parse, payload, words", [
+    (protocol.parse_hello, b"\x01\x00\x00", "shorter than its 16-byte head"),
+    (protocol.parse_hello, struct.pack("<HHQI", 1, 0, 0, 0xFFFFFFFF), "claims 4294967295 functions"),
+    (protocol.parse_hello, HELLO_HEAD + struct.pack("<iH", 3, 9) + b"dense", "function 0's name is cut off"),
+    (protocol.parse_hello, HELLO_HEAD + struct.pack("<iH", 3, 2) + b"\xff\xfe", "function 0's name b'\\xff\\xfe' is not UTF-8"),
+    (protocol.parse_hello, HELLO_HEAD + struct.pack("<iH", 3, 1) + b"f" + b"junk", "4 bytes follow the functions"),
+    (protocol.parse_hello, struct.pack("<HHQI", 1, protocol.HELLO_HAS_CLOCK, 0, 0) + CLOCK[:7], "clock description should be 20 bytes, not 7"),
+    (protocol.parse_hello, struct.pack("<HHQI", 1, protocol.HELLO_HAS_CLOCK, 0, 0) + CLOCK + b"x", "not 21"),
+    (protocol.parse_error, b"\x05", "shorter than its 2-byte head"),
+    (protocol.parse_error, struct.pack("<H", 400) + b"Type", "its kind claims 400 bytes"),
+    (protocol.parse_times, b"\x01\x00", "shorter than its 4-byte count"),
+    (protocol.parse_times, struct.pack("<I", 1000) + b"\x00" * 8, "1000 times need 8004"),
+    (protocol.parse_times, struct.pack("<Id", 1, 0.5) + b"\x00" * 8, "1 times need 12"),
+    (protocol.parse_stats, b"\x00" * 47, "its 6 counters need 48"),
+    (protocol.parse_stats, b"\x00" * 49, "its 6 counters need 48"),
+])
+def test_malformed_replies_are_one_sentence(parse, payload, words):
+    """Short, oversized or undecodable replies were struct.error or UnicodeDecodeError before."""
+    with pytest.raises(protocol.MalformedReply) as err:
+        parse(payload)
+    message = str(err.value)
+    assert words in message and "\n" not in message and "rebuild and flash the project" in message
+    assert isinstance(err.value, SessionError)
+
+
+def test_a_hello_with_its_clock_parses():
+    hello = protocol.parse_hello(struct.pack("<HHQI", 1, protocol.HELLO_HAS_CLOCK, 64, 1) + struct.pack("<iH", 2, 1) + b"f" + CLOCK)
+    assert hello.functions[0].name == "f" and hello.clock == protocol.DeviceClock(protocol.CLOCK_CYCLES, 3, 25_000_000, 25_000_000)

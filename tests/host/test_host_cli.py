@@ -162,3 +162,57 @@ def test_concurrent_create_project_into_one_folder_leaves_the_winners_project(ke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no staging folder left
     built = microtvm("build", str(target))
     assert built.returncode == 0, built.stderr
+
+
+@pytest.mark.needs_tvm
+def test_info_and_create_project_answer_without_build_tools_and_build_names_them(kernels_mlf, tmp_path):
+    """Asking a template for its options or generating a project needs none of its build tools
+    (as PlatformIO lists boards without toolchains): both answer and say what is missing; build
+    then stops before the server runs, in one line naming the tool and how to get it."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = dict(os.environ, PATH=str(empty))  # no make, no C compiler
+    info = microtvm("info", "host", env=env)
+    assert info.returncode == 0, info.stderr
+    assert "platform: host" in info.stdout
+    assert "host " in info.stderr and "needs `make`, `cc|gcc|clang` on PATH to build and flash, which are missing" in info.stderr
+    made = microtvm("create-project", "host", str(tmp_path / "proj"), "--mlf", str(kernels_mlf), env=env)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.strip() == str((tmp_path / "proj").absolute()) and "which are missing" in made.stderr
+    built = microtvm("build", str(tmp_path / "proj"), env=env)
+    assert built.returncode == 1
+    lines = built.stderr.strip().splitlines()
+    assert len(lines) == 1 and "proj (from host@" in lines[0], built.stderr
+    assert "needs `make`, `cc|gcc|clang` on PATH to build, which are missing: apt-get install make" in lines[0]
+    assert not (tmp_path / "proj" / "build").exists()
+    built = microtvm("build", str(tmp_path / "proj"))  # with the tools back, it builds
+    assert built.returncode == 0, built.stderr
+
+
+@pytest.mark.needs_tvm
+@pytest.mark.parametrize("kind", ["npz", "zip", "truncated"])
+def test_run_input_that_is_not_one_array_is_one_line(built_project, tmp_path, kind):
+    """An .npz renamed .npy (or any zip) loaded as an archive and failed later; a cut-off .npy
+    was a bare ValueError."""
+    import zipfile
+
+    np = pytest.importorskip("numpy")
+    bad = tmp_path / "x.npy"
+    if kind == "npz":
+        np.savez(tmp_path / "x.npz", x=np.zeros((4, 16), np.float32), w=np.zeros((8, 16), np.float32))
+        (tmp_path / "x.npz").rename(bad)
+        words = "is a zip archive holding x, w, not one array (an .npz renamed .npy?)"
+    elif kind == "zip":
+        with zipfile.ZipFile(bad, "w") as archive:
+            archive.writestr("readme.txt", "hello")
+        words = "is a zip archive holding readme.txt, not one array"
+    else:
+        np.save(bad, np.zeros((4, 16), np.float32))
+        bad.write_bytes(bad.read_bytes()[:100])
+        words = f"cannot read input x from {bad}"
+    result = microtvm("run", str(built_project), "-f", "dense", "--input", f"x={bad}", "--input", f"w={bad}",
+                      "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0] and "numpy.save" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()

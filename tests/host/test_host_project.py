@@ -351,3 +351,17 @@ def test_transport_semantics_of_the_template_server(project):
         with pytest.raises(server.TransportClosedError):
             while True:
                 transport.read(4096, 10.0)
+
+
+@pytest.mark.parametrize("given, words", [
+    (str(1 << 60), "a workspace of 1,152,921,504,606,846,976 bytes (-o workspace_size_bytes) does not fit this machine's memory"),
+    ("-100", "option workspace_size_bytes=-100 is negative"),
+])
+def test_a_workspace_that_cannot_be_is_refused_at_create_project(template, kernels_mlf, tmp_path, given, words):
+    """Before: 1 << 60 was left to the C compiler (\"size of array is too large\")."""
+    from microtvm_registry.project_api import server
+
+    with pytest.raises(server.ServerError) as info:
+        template.generate_project(kernels_mlf, tmp_path / "p", {"workspace_size_bytes": given})
+    assert words in info.value.message and "\n" not in info.value.message.strip()
+    assert not (tmp_path / "p").exists()

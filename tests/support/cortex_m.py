@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import List
 
 from microtvm_registry import get_packaged_resource
@@ -14,14 +15,30 @@ EMULATED = sorted(n for n, b in BOARDS.items() if b.get("qemu"))
 REAL = sorted(n for n, b in BOARDS.items() if not b.get("qemu"))
 
 
+#: Set for this test run and inherited by every process it starts (servers, their QEMUs), so the
+#: QEMUs a test started can be told from those a user has open on the same machine, even once
+#: a killed server's QEMU has been reparented away from this process.
+RUN_MARKER = "MICROTVM_REGISTRY_TEST_RUN"
+os.environ.setdefault(RUN_MARKER, f"{os.getpid()}-{time.time_ns()}")
+
+
+def _started_by_this_run(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return f"{RUN_MARKER}={os.environ[RUN_MARKER]}".encode() in fh.read().split(b"\0")
+    except OSError:  # gone, or another user's: not ours
+        return False
+
+
 def qemu_pids() -> List[int]:
-    """Every qemu-system-arm process on this machine (tests run one at a time)."""
+    """The qemu-system-arm processes this test run started (a user's own emulated boards on the
+    same machine are not counted)."""
     pids = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/comm") as fh:
-                    if fh.read().strip() == "qemu-system-arm":
+                    if fh.read().strip() == "qemu-system-arm" and _started_by_this_run(int(entry)):
                         pids.append(int(entry))
             except OSError:
                 continue

@@ -45,6 +45,22 @@ def zoo(seed: int = 0) -> Any:
     return model
 
 
+def constant_bomb() -> Any:
+    """165 bytes of ONNX asking for a 4096x4096 float constant (ConstantOfShape, added to the
+    input): folded, 64 MiB of weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([4096, 4096], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+         helper.make_node("Add", ["x", "c"], ["y"])], "bomb",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4096])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4096, 4096])], initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
 def save(model: Any, path: Path) -> Path:
     import onnx
 

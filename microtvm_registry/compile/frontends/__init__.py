@@ -136,7 +136,7 @@ def check_module_tensors(mod: "tvm.IRModule", limit: TensorLimit, source: str) -
                 dims = [int(v) for v in values]
             except (TypeError, ValueError):
                 continue
-            limit.check(str(binding.var.name), dims, str(ty.dtype), source)
+            limit.check(str(binding.var.name), dims, str(getattr(ty, "dtype", "")), source)
 
 
 def require_tvm() -> None:

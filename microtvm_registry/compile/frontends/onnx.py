@@ -35,9 +35,19 @@ def load_onnx(path: Path) -> Any:
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as err:  # noqa: BLE001 - protobuf raises DecodeError, others; all mean "not ONNX"
         raise ModelError(f"{path} is not a readable ONNX model ({type(err).__name__}: {first_line(err)}); re-export it") from None
+    external = _external_tensors(model)
+    if external:
+        folder = path.resolve().parent
+        for tensor in external:
+            _check_external_location(path, folder, tensor)
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(folder))
+        except Exception as err:  # noqa: BLE001 - a missing or short data file
+            raise ModelError(f"{path}: its external data could not be read ({type(err).__name__}: {first_line(err)}); "
+                             "keep the data files next to the model") from None
     if not model.graph.node:
         raise ModelError(f"{path} holds no graph (not an ONNX model, or an empty one); re-export it")
     try:
@@ -45,6 +55,49 @@ def load_onnx(path: Path) -> Any:
     except Exception as err:  # noqa: BLE001 - onnx.checker.ValidationError and friends
         raise ModelError(f"{path} fails ONNX's checker: {first_line(err)}") from None
     return model
+
+
+def _external_tensors(model: Any) -> List[Any]:
+    """Every tensor whose bytes live in another file: initializers and attribute tensors, in
+    subgraphs too (If/Loop bodies)."""
+    onnx = _onnx()
+    found: List[Any] = []
+
+    def visit(graph: Any) -> None:
+        tensors = list(graph.initializer) + [s.values for s in graph.sparse_initializer]
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    tensors.append(attribute.t)
+                tensors.extend(attribute.tensors)
+                if attribute.HasField("g"):
+                    visit(attribute.g)
+                for sub in attribute.graphs:
+                    visit(sub)
+        found.extend(t for t in tensors if t.data_location == onnx.TensorProto.EXTERNAL)
+
+    visit(model.graph)
+    return found
+
+
+def _check_external_location(path: Path, folder: Path, tensor: Any) -> None:
+    """External data must be a plain file inside the model's folder, reached through no symlink:
+    a downloaded model must not read the user's other files into its weights (and so into the
+    firmware). onnx 1.21+ refuses these too; checking here first keeps that true whatever onnx is
+    installed, and says it in our words."""
+    location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+    where = f"tensor {tensor.name!r} of {path} keeps its data at {location!r}"
+    fix = "keep the model's data files as plain files in its own folder and re-export it"
+    relative = Path(location)
+    if not location or relative.is_absolute() or ".." in relative.parts:
+        raise ModelError(f"{where}, which is outside the model's folder; {fix}")
+    step = folder
+    for part in relative.parts:
+        step = step / part
+        if step.is_symlink():
+            raise ModelError(f"{where}, reached through the symlink {step}; {fix}")
+    if not step.is_file():
+        raise ModelError(f"{where}, which is not a file in {folder}; {fix}")
 
 
 def graph_inputs(model: Any) -> List[Tuple[str, List[Any], str]]:
