@@ -1,11 +1,14 @@
 """Benchmark: the MLPerf Tiny int8 reference models against TensorFlow Lite Micro on the same
 emulated board, every figure a ratio to the anchor's exact counts.
 
-    .venv/bin/python benchmarks/mlperf_tiny.py [--models kws,vww,ic,ad]
+    .venv/bin/python benchmarks/mlperf_tiny.py [--models kws,vww,ic,ad] [--kernels tvm,cmsis-nn]
 
-For each int8 model in ../shared/models/mlperf-tiny (KWS, VWW, IC, AD): compiled for the
-Cortex-M4, built with the cortex-m template for mps2-an386, run under QEMU -icount shift=0, and
-checked against TFLite Micro's interpreter (all-zero input) before anything is counted:
+For each int8 model in ../shared/models/mlperf-tiny (KWS, VWW, IC, AD) and each kernel provider
+(``--kernels tvm``: every layer a TVM kernel; ``cmsis-nn``: the layers CMSIS-NN computes as calls
+of arm/cmsis-nn, fetched through the registry, from ../shared/mirrors when that is there):
+compiled for the Cortex-M4, built with the cortex-m template for mps2-an386, run under QEMU
+-icount shift=0, and checked against TFLite Micro's interpreter (all-zero input) before anything
+is counted:
 
 * instructions per inference: what `run --time` reports for the all-zero input (the anchor's
   ``insn_zeros``), QEMU -icount: exact, so the anchor's constants compare honestly;
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -42,23 +46,24 @@ ANCHOR = SHARED / "data" / "tflm-anchor.json"
 BOARD, CORE = "mps2-an386", "cortex-m4"
 
 
-def measure(key: str, model: Path, work: Path) -> dict:
+def measure(key: str, model: Path, work: Path, kernels: str) -> dict:
     from tflite_micro.python.tflite_micro import runtime
 
     started = time.monotonic()
-    compiled = compile_model(model, work / f"{key}.tar", target=CORE)
-    project = generate_project(get_packaged_resource("templates/cortex-m"), compiled.path, work / key, {"board": BOARD})
+    name = f"{key}-{kernels}"
+    compiled = compile_model(model, work / f"{name}.tar", target=CORE, kernels=kernels)
+    project = generate_project(get_packaged_resource("templates/cortex-m"), compiled.path, work / name, {"board": BOARD})
     with project:
         project.build()
         project.flash()
-    report = json.loads((work / key / "build" / "build-report.json").read_text())
+    report = json.loads((work / name / "build" / "build-report.json").read_text())
     inputs = [np.zeros(t.shape, t.dtype) for t in compiled.plan.inputs]
     interpreter = runtime.Interpreter.from_file(str(model))
     for n, x in enumerate(inputs):
         interpreter.set_input(x, n)
     interpreter.invoke()
     want = interpreter.get_output(0)
-    with Session.open(work / key) as sess:
+    with Session.open(work / name) as sess:
         function = sess.model["function"]
         got = sess.run(function, inputs)[compiled.plan.outputs[0].name]
         outputs = [np.zeros(t.shape, t.dtype) for t in compiled.plan.outputs]
@@ -77,7 +82,12 @@ def measure(key: str, model: Path, work: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="kws,vww,ic,ad", help="which of kws, vww, ic, ad (default: all)")
+    parser.add_argument("--kernels", default="tvm,cmsis-nn", help="which kernel providers (default: tvm,cmsis-nn)")
     args = parser.parse_args()
+    mirror = SHARED / "mirrors" / "CMSIS-NN.git"
+    if mirror.is_dir() and not os.environ.get("MICROTVM_REGISTRY_GIT_MIRROR"):
+        # no network here: the curated index's upstream URL answered by the local mirror
+        os.environ["MICROTVM_REGISTRY_GIT_MIRROR"] = f"https://github.com/ARM-software/CMSIS-NN.git=file://{mirror}"
     if not ANCHOR.is_file():
         print(f"{ANCHOR} is absent: the anchor figures live in ../shared/data", file=sys.stderr)
         return 1
@@ -86,27 +96,28 @@ def main() -> int:
     rows = []
     try:
         for key in args.models.split(","):
-            model = SHARED / "models" / "mlperf-tiny" / anchor[key]["file"]
-            ours = measure(key, model, work)
-            ref, nn = anchor[key]["ref"], anchor[key]["cmsis_nn"]
-            rows.append((key, ours, ref, nn))
-            print(f"{key}: measured in {ours['seconds']:.0f} s", file=sys.stderr)
+            for kernels in args.kernels.split(","):
+                model = SHARED / "models" / "mlperf-tiny" / anchor[key]["file"]
+                ours = measure(key, model, work, kernels)
+                ref, nn = anchor[key]["ref"], anchor[key]["cmsis_nn"]
+                rows.append((key, kernels, ours, ref, nn))
+                print(f"{key} --kernels {kernels}: measured in {ours['seconds']:.0f} s", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"MLPerf Tiny int8 on {BOARD} ({CORE}, QEMU -icount shift=0); ratios to TFLite Micro on the same board "
           "(ref: reference kernels, nn: CMSIS-NN kernels)")
-    header = ["model", "exact", "instructions", "x ref", "x nn", "plan B", "x arena", "RAM B", "x nn RAM", "flash B", "x nn flash"]
+    header = ["model", "kernels", "exact", "instructions", "x ref", "x nn", "plan B", "x arena", "RAM B", "x nn RAM", "flash B", "x nn flash"]
     print(" | ".join(header))
     print(" | ".join("---" for _ in header))
-    for key, ours, ref, nn in rows:
+    for key, kernels, ours, ref, nn in rows:
         print(" | ".join([
-            key.upper(), "yes" if ours["exact"] else "NO",
+            key.upper(), kernels, "yes" if ours["exact"] else "NO",
             f"{ours['instructions']:,.0f}", f"{ours['instructions'] / ref['insn_zeros']:.2f}", f"{ours['instructions'] / nn['insn_zeros']:.2f}",
             f"{ours['plan']:,}", f"{ours['plan'] / nn['arena_min']:.2f}",
             f"{ours['ram']:,}", f"{ours['ram'] / nn['ram']:.2f}",
             f"{ours['flash']:,}", f"{ours['flash'] / nn['flash']:.2f}",
         ]))
-    return 0 if all(ours["exact"] for _, ours, _, _ in rows) else 1
+    return 0 if all(ours["exact"] for _, _, ours, _, _ in rows) else 1
 
 
 if __name__ == "__main__":

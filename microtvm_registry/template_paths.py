@@ -230,6 +230,13 @@ def template_for_run(
     offline = _offline(offline)
     resolved = resolve(spec, offline=offline)
     tv = resolved.version
+    if tv.is_library:
+        from .errors import ProjectError
+
+        raise ProjectError(
+            f"{tv.name} is a kernel library (C compiled into a model's firmware), not a template with a server to run; "
+            "use it with `microtvm compile MODEL --kernels cmsis-nn`"
+        )
     path, content_id = materialize_version(
         tv,
         offline=offline,
@@ -239,6 +246,32 @@ def template_for_run(
     )
     check_trust(tv, content_id, allow=trust)
     return path, tv
+
+
+def library_for_build(
+    spec: str, offline: bool = False, *, progress: Optional[bool] = None, content_id: Optional[str] = None
+) -> Tuple[Path, "TemplateVersion", str]:
+    """The verified folder of the kernel library ``spec`` names (the project's microtvm.lock pin
+    first), the version it is and its content id. ``content_id``: the one a compiled model
+    recorded, which the folder must have (a template building that model asks for it).
+
+    A library's C runs on the host only inside a host-target build of a model; its trust is
+    checked as a template's is (the curated index's pins are trusted)."""
+    from .cache.trust import check_trust
+    from .errors import TemplateNotFoundError
+    from .registry.resolve import resolve
+
+    offline = _offline(offline)
+    resolved = resolve(spec, offline=offline)
+    tv = resolved.version
+    if not tv.is_library:
+        raise TemplateNotFoundError(f"{tv.name} is a template, not a kernel library; name a library (microtvm list shows KIND)")
+    expected = content_id or resolved.content_id
+    path, found = materialize_version(tv, offline=offline, expected=expected, need_content_id=True, progress=progress)
+    if found is None:  # pragma: no cover - need_content_id always yields one
+        raise TemplateNotFoundError(f"{tv.label}: its content id is unknown")
+    check_trust(tv, found, allow=False)
+    return path, tv, found
 
 
 def _has_recorded_id(tv: "TemplateVersion") -> bool:

@@ -92,3 +92,24 @@ def kernels_mlf(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("mlf") / "kernels.tar"
     return export_model_library_format(tvm.IRModule(kernels_module(tvm)), path, model_name="kernels")
+
+
+@pytest.fixture(scope="session")
+def cmsis_nn_cache(tmp_path_factory) -> Path:
+    """One cache for every test that compiles with CMSIS-NN: fetched from the mirror once, the
+    host program that sizes its buffers built once."""
+    from support.cmsis_nn import MIRROR
+
+    if not MIRROR.is_dir():
+        pytest.skip(f"{MIRROR} is absent (the local CMSIS-NN mirror lives in ../shared/mirrors)")
+    return tmp_path_factory.mktemp("cmsis-nn-cache")
+
+
+@pytest.fixture
+def cmsis_nn(isolated_environment, cmsis_nn_cache, monkeypatch) -> Path:
+    """A cache that has (or fetches) arm/cmsis-nn from the local mirror, as --git-mirror would."""
+    from support.cmsis_nn import MIRROR_SETTING
+
+    monkeypatch.setenv("MICROTVM_REGISTRY_CACHE", str(cmsis_nn_cache))
+    monkeypatch.setenv("MICROTVM_REGISTRY_GIT_MIRROR", MIRROR_SETTING)
+    return cmsis_nn_cache

@@ -158,10 +158,15 @@ def _exit_now(status: int) -> None:
 
 
 def _apply_global_flags(args: argparse.Namespace) -> None:
-    """-q and --git-mirror reach the library (and the processes it starts) through the
-    environment, the same way their environment variables do."""
+    """-q, --offline and --git-mirror reach the library (and the processes it starts: a
+    template's server adding a kernel library to a project) through the environment, the same way
+    their environment variables do."""
     import os
 
+    if getattr(args, "offline", False):
+        from ..dirs import OFFLINE_ENV
+
+        os.environ[OFFLINE_ENV] = "1"
     if args.quiet:
         from ..progress import QUIET_ENV
 

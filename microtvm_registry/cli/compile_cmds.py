@@ -39,6 +39,13 @@ def register(subparsers) -> None:
         help="a static shape for an input with dynamic dimensions, e.g. x=1,1,49,10 (repeatable)",
     )
     comp.add_argument("--name", help="the model's C name (default: from the file name)")
+    comp.add_argument(
+        "--kernels",
+        choices=("tvm", "cmsis-nn"),
+        default="tvm",
+        help="who computes the layers: tvm (default: a TVM kernel each, on any target) or cmsis-nn (an int8 .tflite's "
+        "layers CMSIS-NN has, as calls of arm/cmsis-nn from the registry; the rest TVM's)",
+    )
     comp.add_argument("--records", metavar="FILE", help="tuning records from `microtvm tune`: build each kernel with its best schedule")
     comp.add_argument("--board", metavar="BOARD", help="with --records: use only records measured on this board")
     add_json_flag(comp)
@@ -76,9 +83,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise MicrotvmError(f"--output {output} is a folder; name the .tar file to write")
     compiled = compile_model(
         Path(args.model), output, target=args.target, inputs=parse_input_shapes(args.inputs), name=args.name,
-        records=Path(args.records) if args.records else None, board=args.board,
+        records=Path(args.records) if args.records else None, board=args.board, kernels=args.kernels,
     )
-    summary = compiled.summary
+    summary = dict(compiled.summary, libraries=[{k: v for k, v in lib.items() if k != "sources"} for lib in compiled.libraries])
     if args.records:
         summary = dict(summary, tuned=compiled.tuned, untuned=compiled.untuned, refused=compiled.refused)
         for why in compiled.refused:
@@ -100,6 +107,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     print(f"compiled {args.model} for {compiled.target} into {output} (model function {compiled.name!r})")
     print(f"  operators: {ops}")
     print(f"  kernels: {summary['kernels']} ({summary['calls']} calls)")
+    for lib in compiled.libraries:
+        print(f"  {lib['name']} {lib['version']} (content id {lib['content_id'][:12]}): "
+              f"{summary['calls_by_provider'].get(lib['provider'], 0)} of the calls, {len(lib['sources'])} of its sources built")
     print(f"  weights: {summary['weights_bytes']:,} bytes (constants, in flash)")
     print(f"  arena: {summary['arena_bytes']:,} bytes; workspace: {summary['workspace_bytes']:,} bytes (static, in RAM)")
     print(f"  inputs and outputs: {summary['io_bytes']:,} bytes")

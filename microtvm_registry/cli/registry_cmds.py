@@ -181,6 +181,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         rows.append(
             {
                 "name": t.name,
+                "kind": t.kind,
                 "latest": latest.version,
                 "platform": t.platform,
                 "source": kind_of(latest.source).name,
@@ -193,8 +194,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print_table(
-        ["NAME", "LATEST", "PLATFORM", "SOURCE", "FROM", "DESCRIPTION"],
-        [[r["name"], r["latest"], r["platform"] or "-", r["source"], r["from"], r["description"]] for r in rows],
+        ["NAME", "LATEST", "PLATFORM", "SOURCE", "FROM", "KIND", "DESCRIPTION"],
+        [[r["name"], r["latest"], r["platform"] or "-", r["source"], r["from"], r["kind"], r["description"]] for r in rows],
     )
     return 0
 
@@ -293,6 +294,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     state = trust_state(tv, content_id)
     data: Dict[str, Any] = {
         "name": tv.name,
+        "kind": tv.kind,
+        "license": tv.license or None,
         "description": tv.description,
         "platform": tv.platform,
         "selected": tv.version,
@@ -302,7 +305,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         "content_id": content_id,
         "cached": folder is not None,
         "folder": str(folder) if folder is not None else None,
-        "runs": _entry_point(tv, folder),
+        "runs": None if tv.is_library else _entry_point(tv, folder),
         "trust": state,
         "requires": {
             "tools": [_tool_status(t) for t in tv.requires.tools],
@@ -330,7 +333,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"  source:     {describe_source(tv.source)}")
     print(f"  content id: {content_id or 'unknown until fetched'}")
     print(f"  local:      {folder if folder is not None else 'not cached (microtvm fetch ' + tv.label + ')'}")
-    print(f"  runs:       {data['runs']}")
+    if tv.is_library:
+        print("  kind:       library (C compiled into a model's firmware: microtvm compile --kernels cmsis-nn)")
+        if tv.license:
+            print(f"  license:    {printable(tv.license)}")
+    else:
+        print(f"  runs:       {data['runs']}")
     trust_text = {
         "packaged": "yes (pinned by a packaged index)",
         "trusted": "yes (you trusted this content id)",

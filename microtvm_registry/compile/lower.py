@@ -58,6 +58,8 @@ class _PlanReader:
         self.pending_output: Dict[str, Tuple[Tuple[int, ...], str]] = {}
         self.constants: List[Tuple[Any, TensorSlot]] = []
         self.calls: List[Tuple[str, List[str]]] = []
+        self.extern: set = set()  # calls of library wrappers (call_dps_packed), not TVM kernels
+        self.tuples: Dict[str, List[str]] = {}  # a call's several outputs, bound together
 
     def constant(self, expr: Any) -> str:
         for known, slot in self.constants:
@@ -102,11 +104,22 @@ class _PlanReader:
         if kind == "constant":
             self.alias[var] = self.constant(value)
             return
+        if kind == "tuple":
+            self.tuples[var] = [self.ref(field) for field in value.fields]
+            return
+        if type(value).__name__ == "TupleGetItem":
+            self.alias[var] = self.tuples[self.ref(value.tuple_value)][int(value.index)]
+            return
         if kind != "call":
             raise ModelError(f"the lowered model binds {var} to a {type(value).__name__}, which the static plan cannot hold")
         op = value.op
         if type(op).__name__ == "GlobalVar":
             self.calls.append((str(op.name_hint), [self.ref(a) for a in value.args]))
+            return
+        if type(op).__name__ == "ExternFunc":
+            symbol = str(op.global_symbol)
+            self.extern.add(symbol)
+            self.calls.append((symbol, [self.ref(a) for a in value.args]))
             return
         name = str(getattr(op, "name", op))
         if name == "relax.memory.alloc_storage":
@@ -196,7 +209,7 @@ def lower_to_kernels(mod: Any, target: str, input_names: Sequence[str], output_n
     reader = _PlanReader(input_names, output_names)
     inputs, outputs, layout = reader.read(mod["main"])
     resolved = [(kernel, tuple(reader.alias.get(a, a) for a in args)) for kernel, args in reader.calls]
-    used = {kernel for kernel, _ in resolved}
+    used = {kernel for kernel, _ in resolved} - reader.extern
     prim_funcs = {name: func for name, func in kernel_funcs(mod).items() if name in used}
     missing = used - set(prim_funcs)
     if missing:
@@ -210,13 +223,19 @@ def lower(
     input_names: Sequence[str],
     output_names: Sequence[str],
     schedule: Optional[Callable[[str, Any, Dict[int, np.ndarray]], Any]] = None,
+    libraries: Optional[Dict[str, str]] = None,
 ) -> Tuple[Plan, str, List[FunctionInfo], List[Any]]:
     """(plan, C source of all kernels, the kernels as callable functions, the constants' data
     as numpy arrays in the plan's constant order). ``schedule(name, prim_func, constants)`` may
     replace a kernel with a scheduled one (tuning records) before the build; ``constants`` are
-    the kernel's constant arguments, by parameter position."""
+    the kernel's constant arguments, by parameter position. ``libraries``: the library wrappers the
+    module calls (call_dps_packed), symbol -> provider name."""
     lowered = lower_to_kernels(mod, target, input_names, output_names)
     reader, resolved, prim_funcs = lowered.reader, lowered.calls, lowered.prim_funcs
+    libraries = dict(libraries or {})
+    unknown = reader.extern - set(libraries)
+    if unknown:
+        raise ModelError(f"the lowered model calls {sorted(unknown)[0]}, which no kernel library of this compile provides")
     inputs, outputs = lowered.inputs, lowered.outputs
     if schedule is not None:
         constants = lowered.kernel_constants()
@@ -224,7 +243,7 @@ def lower(
     source = build_kernels(prim_funcs)
     needs = workspace_needs(source)
 
-    calls = [Call(kernel, args, int(needs.get(kernel) or 0)) for kernel, args in resolved]
+    calls = [Call(kernel, args, int(needs.get(kernel) or 0), libraries.get(kernel, "tvm")) for kernel, args in resolved]
     plan = Plan(
         inputs=inputs,
         outputs=outputs,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-from ..errors import ModelError
+from ..errors import FetchError, ModelError
 from ..formats.mlf import ArgInfo, FunctionInfo
 from ..formats.names import is_c_identifier
 from ..formats.plan import PLAN_FILE, Plan
@@ -24,6 +24,34 @@ from .mlf import write_model_library_format
 
 if TYPE_CHECKING:  # pragma: no cover
     from .frontends import TensorLimit
+    from .kernels.cmsis_nn import CmsisNN
+    from .kernels.library import KernelLibrary
+
+#: What ``compile --kernels`` takes.
+KERNEL_CHOICES = ("tvm", "cmsis-nn")
+
+
+def kernel_library(kernels: str, target: str, library: Optional["KernelLibrary"] = None) -> "CmsisNN":
+    """The kernel library ``kernels`` names, for ``target``: its verified folder (``library``, or
+    the registry's: the project's microtvm.lock pin, else the default version)."""
+    from .kernels.cmsis_nn import CmsisNN
+
+    if kernels not in KERNEL_CHOICES:
+        raise ModelError(f"--kernels {kernels!r} is not one of {', '.join(KERNEL_CHOICES)}")
+    if library is None:
+        from .kernels.library import load_library
+        from .kernels.cmsis_nn import DEFAULT_SPEC, LIBRARY
+        from ..registry.lockfile import load_project_lock
+
+        lock = load_project_lock()
+        # A project's pin wins (`microtvm lock arm/cmsis-nn@==7.0.0` chooses another version);
+        # without one, the version TFLite Micro pins, so its answers and figures are the anchor's.
+        spec = LIBRARY if lock is not None and lock.find(LIBRARY) is not None else DEFAULT_SPEC
+        try:
+            library = load_library(spec)
+        except FetchError as err:
+            raise FetchError(f"--kernels {kernels} needs {spec}: {err} (behind a mirror: --git-mirror URL_PREFIX=LOCAL_URL)") from None
+    return CmsisNN(library, core(target))
 
 RUNTIME_FILES = ("mtvm_runtime.c", "mtvm_runtime.h")
 
@@ -39,6 +67,7 @@ class CompiledModel:
     format: str = "onnx"  # the model file's format (frontends)
     arithmetic: str = "float32"  # what its integer operators follow (frontends.ARITHMETIC_*)
     refused: List[str] = field(default_factory=list)  # records whose kernel failed the host check, and why
+    libraries: List[Dict[str, Any]] = field(default_factory=list)  # kernel libraries the calls use (facts, sources)
 
     @property
     def summary(self) -> Dict[str, Any]:
@@ -102,14 +131,20 @@ def compile_model(
     name: Optional[str] = None,
     records: Optional[Path] = None,
     board: Optional[str] = None,
+    kernels: str = "tvm",
+    library: Optional["KernelLibrary"] = None,
 ) -> CompiledModel:
     """Compiles the model at ``model_path`` (.tflite or .onnx, told apart by content) for
     ``target`` into the MLF tar ``output``.
 
     ``records`` (from ``microtvm tune``): each kernel whose workload has a correct record for
-    this target (measured on ``board``, when given) is built with the fastest record's schedule."""
+    this target (measured on ``board``, when given) is built with the fastest record's schedule.
+
+    ``kernels``: ``tvm`` (every layer a TVM kernel) or ``cmsis-nn`` (the int8 layers CMSIS-NN
+    computes are calls of it; ``library`` is its verified folder, else the project's pin or the
+    default version is fetched through the registry)."""
     from ..packaged import get_packaged_resource
-    from .frontends import import_model
+    from .frontends import check_library_format, import_model
     from .lower import lower
     from .model_c import header_source, model_source
 
@@ -118,21 +153,26 @@ def compile_model(
     name = name or model_name_for(model_path)
     if not is_c_identifier(name):
         raise ModelError(f"model name {name!r} is not a C identifier; use letters, digits and _")
-    imported = import_model(model_path, inputs, reserved=(name, f"{name}_call_ticks"), limit=tensor_limit(target))
+    cmsis = None
+    if kernels != "tvm":
+        check_library_format(model_path, kernels)
+        cmsis = kernel_library(kernels, target, library)
+    imported = import_model(model_path, inputs, reserved=(name, f"{name}_call_ticks"), limit=tensor_limit(target), library=cmsis)
     tuned: Dict[str, str] = {}
     untuned: List[str] = []
     refused: List[str] = []
     schedule = None
     if records is not None:
         schedule = _schedule_from_records(Path(records), target, board, tuned, untuned, refused)
-    plan, kernel_source, kernels, constants = lower(
-        imported.mod, target, imported.input_names, imported.output_names, schedule=schedule
+    plan, kernel_source, kernel_functions, constants = lower(
+        imported.mod, target, imported.input_names, imported.output_names, schedule=schedule,
+        libraries={c.symbol: cmsis.name for c in cmsis.calls} if cmsis is not None else None,
     )
     plan.describe_io(imported.inputs + imported.outputs)
     plan.operators = imported.operators
     plan.float_ops = imported.float_ops
     plan.integer_ops = imported.integer_ops
-    functions = model_functions(name, plan, kernels)
+    functions = model_functions(name, plan, kernel_functions + (cmsis.functions() if cmsis is not None else []))
 
     runtime = get_packaged_resource("templates/common/runtime")
     members = {f"runtime/{f}": (runtime / f).read_bytes() for f in RUNTIME_FILES}
@@ -140,19 +180,26 @@ def compile_model(
     members[f"codegen/host/include/{name}_model.h"] = header_source(name, plan).encode()
     import tvm
 
+    c_sources = {f"{name}_lib0.c": kernel_source, f"{name}_model.c": model_source(name, plan, constants)}
+    libraries = []
+    if cmsis is not None:
+        c_sources[f"{name}_cmsis_nn.c"] = cmsis.source(name)
+        libraries.append(dict(cmsis.library.facts(), provider=cmsis.name, sources=cmsis.sources(), calls=len(cmsis.calls)))
     write_model_library_format(
         output,
-        c_sources={f"{name}_lib0.c": kernel_source, f"{name}_model.c": model_source(name, plan, constants)},
+        c_sources=c_sources,
         functions=functions,
         model_name=name,
         target=json.dumps(tvm_target(target)),
         extra_metadata={"model": {"source": model_path.name, "format": imported.format, "arithmetic": imported.arithmetic,
                                   "target": target, "plan": PLAN_FILE,
-                                  "call_kernels": [c.kernel for c in plan.calls], **plan.summary()},
+                                  "call_kernels": [c.kernel for c in plan.calls], "kernel_provider": kernels,
+                                  "libraries": libraries, **plan.summary()},
                         "tvm_version": tvm.__version__},
         extra_members=members,
     )
-    return CompiledModel(Path(output), name, target, plan, tuned, sorted(untuned), imported.format, imported.arithmetic, refused)
+    return CompiledModel(Path(output), name, target, plan, tuned, sorted(untuned), imported.format, imported.arithmetic, refused,
+                         libraries)
 
 
 def _schedule_from_records(records: Path, target: str, board: Optional[str], tuned: Dict[str, str], untuned: List[str],

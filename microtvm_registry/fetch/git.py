@@ -201,6 +201,23 @@ def _fetch_full(g: _Git, url: str, source: GitSource, first_error: str) -> None:
     raise FetchError(f"could not fetch {source.commit[:12]} from {url}: {_git_reason(err)}")
 
 
+def _selection_tree(g: _Git, source: GitSource) -> str:
+    """A tree object, made locally, holding just ``source.paths`` of the commit side by side: the
+    id of the folder the cache will hold, known before any blob is fetched (``tree`` pins it)."""
+    status, out, err = g.run("ls-tree", "-z", source.commit, "--", *source.paths, binary=True)
+    if status != 0:
+        raise FetchError(f"git ls-tree {source.commit[:12]} failed: {_git_reason(err)}")
+    records = [r for r in _as_bytes(out).split(b"\0") if r]
+    found = {os.fsdecode(r.partition(b"\t")[2]) for r in records}
+    missing = [p for p in source.paths if p not in found]
+    if missing:
+        raise VerificationError(f"commit {source.commit[:12]} of {source.url} has no {missing[0]!r}; the index entry is wrong")
+    status, out, err = g.run("mktree", "-z", "--missing", stdin=b"".join(r + b"\0" for r in records))
+    if status != 0:
+        raise FetchError(f"git mktree failed: {_git_reason(err)}")
+    return str(out).strip()
+
+
 def _rev_parse(g: _Git, rev: str) -> Optional[str]:
     status, out, _ = g.run("rev-parse", "--verify", "--quiet", "--end-of-options", rev)
     return str(out).strip() if status == 0 else None
@@ -298,15 +315,18 @@ def fetch_git(
             g = _new_repo(work, "full.git", g.progress, label)
             _fetch_full(g, source.url, source, error)
         where = f"{source.commit}:{source.subdir}" if source.subdir else f"{source.commit}^{{tree}}"
-        tree = _rev_parse(g, where)
+        tree = _selection_tree(g, source) if source.paths else _rev_parse(g, where)
+        if source.paths:
+            where = tree or where
         if tree is None:
             raise VerificationError(
                 f"commit {source.commit[:12]} of {source.url} has no folder {source.subdir!r};"
                 " the index entry is wrong"
             )
         if source.tree is not None and tree != source.tree:
+            what = " + ".join(source.paths) if source.paths else f"folder {source.subdir!r}"
             raise VerificationError(
-                f"folder {source.subdir!r} of {source.url} at {source.commit[:12]} has tree {tree},"
+                f"{what} of {source.url} at {source.commit[:12]} has tree {tree},"
                 f" not {source.tree} as pinned; refusing it"
             )
         extras: List[Tuple[ExtraFile, str]] = []
@@ -332,7 +352,7 @@ def fetch_git(
             # (no remembered filter) and read the files from there.
             g = _new_repo(work, "blobs.git", g.progress, label)
             _fetch_full(g, source.url, source, str(exc))
-            if _rev_parse(g, where) != tree:
+            if (_selection_tree(g, source) if source.paths else _rev_parse(g, where)) != tree:
                 raise FetchError(f"could not fetch the files of {source.describe()}: {exc}") from None
         oids = sorted({oid for _, _, oid, _ in entries} | {oid for _, oid in extras})
         blobs = _read_blobs(g, oids)

@@ -9,6 +9,7 @@ Library Format as ``plan.json``), so a tool or a reader can check what the firmw
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -109,6 +110,7 @@ class Plan:
         return {
             "operators": dict(sorted(self.operators.items())),
             "kernels": len({c.kernel for c in self.calls}),
+            "calls_by_provider": dict(sorted(Counter(c.provider for c in self.calls).items())),
             "calls": len(self.calls),
             "weights_bytes": self.weights_bytes,
             "arena_bytes": self.arena_bytes,

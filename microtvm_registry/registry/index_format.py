@@ -25,6 +25,17 @@ Format (``schema = 1``)::
     dest = "server.py"
     blob = "<40 hex>"
 
+    [[library]]                         # C sources a build compiles in (compile --kernels)
+    name = "arm/cmsis-nn"
+    description = "..."
+    license = "Apache-2.0"
+    [[library.version]]
+    version = "7.0.0"
+    git = "https://github.com/ARM-software/CMSIS-NN.git"
+    commit = "<40 hex>"
+    paths = ["Include", "Source", "LICENSE"]  # top-level files and folders, side by side
+    tree = "<40 hex>"                   # the tree id of that folder as materialized
+
 An archive source is ``url`` + ``sha256`` (+ ``subdir``) + ``tree`` instead of the git keys. A
 relative ``git``/``url`` is resolved against the index's own location, so an index can sit next
 to its archives. Packaged indexes may also use ``packaged = "templates/NAME"`` (``version`` then
@@ -43,7 +54,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from ..errors import IndexFormatError, MicrotvmError
 from ..files import load_toml_bytes, toml_decode_error
-from .models import Index, Origin, Requirements, Template, TemplateVersion, parse_version
+from .models import LIBRARY, TEMPLATE, Index, Origin, Requirements, Template, TemplateVersion, parse_version
 from .source_kinds import kind_named_in, kind_of
 
 
@@ -68,15 +79,16 @@ INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # it names fil
 
 
 # Keys this version understands; anything else is logged and ignored.
-_TOP_KEYS = {"schema", "template"}
+_TOP_KEYS = {"schema", "template", "library"}
 
 
 _TEMPLATE_KEYS = {"name", "description", "platform", "version"}
+_LIBRARY_KEYS = {"name", "description", "license", "version"}
 
 
 _VERSION_KEYS = {
     "version", "git", "commit", "subdir", "ref", "tree", "url", "sha256", "extra", "requires",
-    "entry", "note", "packaged", "path", "include",
+    "entry", "note", "packaged", "path", "include", "paths",
 }
 
 
@@ -233,6 +245,8 @@ def _parse_version(
     base: Optional[str],
     allow_packaged: bool,
     allow_folder: bool,
+    kind: str = TEMPLATE,
+    license: str = "",
 ) -> TemplateVersion:
     from packaging.version import InvalidVersion
 
@@ -257,6 +271,8 @@ def _parse_version(
         platform=platform,
         entry=chk.get_str(table, "entry", path),
         note=chk.get_str(table, "note", path),
+        kind=kind,
+        license=license,
     )
 
 
@@ -270,8 +286,10 @@ def parse_template_table(
     allow_packaged: bool = False,
     allow_folder: bool = False,
     lazy: bool = False,
+    kind: str = TEMPLATE,
 ) -> Template:
-    """Validate one ``[[template]]`` table (also used for plugin-provided descriptions).
+    """Validate one ``[[template]]`` table (also used for plugin-provided descriptions), or with
+    ``kind="library"`` one ``[[library]]`` table (a license instead of a platform).
 
     With ``lazy`` its versions are validated and built on first use (packaged indexes only:
     they are checked by the test suite, and every other index is validated eagerly so a bad
@@ -279,21 +297,24 @@ def parse_template_table(
     """
     if not isinstance(table, dict):
         raise chk.fail(path, "expected a table")
-    chk.unknown(table, _TEMPLATE_KEYS, path)
+    library = kind == LIBRARY
+    chk.unknown(table, _LIBRARY_KEYS if library else _TEMPLATE_KEYS, path)
     name = chk.get_str(table, "name", path, required=True)
     if not NAME_RE.match(name):
         raise chk.fail(f"{path}.name", f"{name!r} is not NAME or VENDOR/NAME (letters, digits, '.', '_', '-')")
     description = chk.get_str(table, "description", path, default="")
-    platform = chk.get_str(table, "platform", path, required=True)
+    platform = "" if library else chk.get_str(table, "platform", path, required=True)
+    license = chk.get_str(table, "license", path, default="") if library else ""
     tables = chk.get_tables(table, "version", path)
     if not tables:
-        raise chk.fail(f"{path}.version", "missing: give at least one [[template.version]]")
+        raise chk.fail(f"{path}.version", f"missing: give at least one [[{kind}.version]]")
 
     def load() -> List[TemplateVersion]:
         versions = [
             _parse_version(
                 chk, v, f"{path}.version[{n}]", name=name, description=description, platform=platform,
-                origin=origin, base=base, allow_packaged=allow_packaged, allow_folder=allow_folder,
+                origin=origin, base=base, allow_packaged=allow_packaged and not library, allow_folder=allow_folder,
+                kind=kind, license=license,
             )
             for n, v in enumerate(tables)
         ]
@@ -306,7 +327,7 @@ def parse_template_table(
         versions.sort(key=lambda v: parse_version(v.version), reverse=True)
         return versions
 
-    template = Template(name=name, description=description, platform=platform, loader=load)
+    template = Template(name=name, description=description, platform=platform, loader=load, kind=kind, license=license)
     if not lazy:
         template.versions  # noqa: B018 - validate now
     return template
@@ -346,15 +367,19 @@ def parse_index(
         raise chk.fail("schema", f"schema {schema} is not understood by this microtvm-registry (it reads schema {SCHEMA}); upgrade microtvm-registry")
     templates = [
         parse_template_table(
-            chk, t, f"template[{n}]", origin=origin, base=base,
-            allow_packaged=allow_packaged, allow_folder=allow_folder, lazy=lazy,
+            chk, t, f"{kind}[{n}]", origin=origin, base=base,
+            allow_packaged=allow_packaged, allow_folder=allow_folder, lazy=lazy, kind=kind,
         )
-        for n, t in enumerate(chk.get_tables(doc, "template", ""))
+        for kind in (TEMPLATE, LIBRARY)
+        for n, t in enumerate(chk.get_tables(doc, kind, ""))
     ]
     seen = set()
-    for n, template in enumerate(templates):
+    counts = {TEMPLATE: 0, LIBRARY: 0}
+    for template in templates:
+        n = counts[template.kind]
+        counts[template.kind] += 1
         if template.name in seen:
-            raise chk.fail(f"template[{n}].name", f"{template.name!r} is listed twice")
+            raise chk.fail(f"{template.kind}[{n}].name", f"{template.name!r} is listed twice")
         seen.add(template.name)
     return Index(name=origin.name, origin=origin, templates=templates)
 

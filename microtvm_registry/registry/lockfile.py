@@ -51,7 +51,7 @@ SCHEMA = 1
 
 _ENTRY_KEYS = {
     "name", "version", "index", "content_id", "git", "ref", "commit", "subdir", "tree", "extra",
-    "url", "sha256", "packaged", "plugin", "include", "specifier",
+    "url", "sha256", "packaged", "plugin", "include", "specifier", "paths", "kind",
 }
 
 
@@ -75,6 +75,7 @@ class LockEntry:
     index: Optional[str] = None
     #: The PEP 440 specifier asked for ("" = any version; None = exactly ``version``).
     specifier: Optional[str] = None
+    kind: str = "template"  # or "library" (recorded only for libraries)
 
     @property
     def complete(self) -> bool:
@@ -100,6 +101,8 @@ class LockEntry:
         from .models import source_to_table
 
         table: Dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.kind != "template":
+            table["kind"] = self.kind
         if self.specifier is not None:
             table["specifier"] = self.specifier
         if self.index:
@@ -165,6 +168,9 @@ class Lockfile:
             if content_id is not None and not HEX40.match(content_id):
                 raise chk.fail(f"{key}.content_id", "expected 40 hex digits")
             index = chk.get_str(table, "index", key)
+            kind = chk.get_str(table, "kind", key, default="template")
+            if kind not in ("template", "library"):
+                raise chk.fail(f"{key}.kind", f"{kind!r} is not template or library")
             specifier = chk.get_str(table, "specifier", key)
             if specifier:
                 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -186,7 +192,7 @@ class Lockfile:
                 )
             if source is not None and content_id is None:
                 raise chk.fail(f"{key}.content_id", "missing: an entry with a source must pin its content id")
-            lock.entries[name] = LockEntry(name, version, source, content_id, index, specifier)
+            lock.entries[name] = LockEntry(name, version, source, content_id, index, specifier, kind)
         return lock
 
     def to_bytes(self) -> bytes:
@@ -233,7 +239,7 @@ def entry_for(tv: "TemplateVersion", content_id: str, specifier: Optional[str] =
     from .source_kinds import kind_of
 
     source = kind_of(tv.source).lock_source(tv.source, tv.origin.name)
-    return LockEntry(tv.name, tv.version, source, content_id, tv.origin.name, specifier)
+    return LockEntry(tv.name, tv.version, source, content_id, tv.origin.name, specifier, tv.kind)
 
 
 def check_content_id(label: str, expected: Optional[str], actual: Optional[str]) -> None:

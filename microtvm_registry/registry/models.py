@@ -112,6 +112,12 @@ class TemplateVersion:
     platform: str = ""
     entry: Optional[str] = None
     note: Optional[str] = None
+    kind: str = "template"  # or "library": C compiled into firmware (CMSIS-NN), never a server to run
+    license: str = ""
+
+    @property
+    def is_library(self) -> bool:
+        return self.kind == LIBRARY
 
     @property
     def parsed_version(self) -> "Version":
@@ -122,8 +128,14 @@ class TemplateVersion:
         return f"{self.name}@{self.version}"
 
 
+#: The kinds of entry an index lists: templates (Project API servers) and libraries (C sources a
+#: build compiles in, e.g. CMSIS-NN for ``compile --kernels cmsis-nn``).
+TEMPLATE = "template"
+LIBRARY = "library"
+
+
 class Template:
-    """A template name with its versions, newest first.
+    """A template (or library) name with its versions, newest first.
 
     ``versions`` may be given as a list or built on first use by ``loader``: ``microtvm path``
     reads the whole curated index on every call but needs the versions of one template only.
@@ -137,12 +149,16 @@ class Template:
         versions: Optional[List[TemplateVersion]] = None,
         *,
         loader: Optional[Callable[[], List[TemplateVersion]]] = None,
+        kind: str = TEMPLATE,
+        license: str = "",
     ) -> None:
         self.name = name
         self.description = description
         self.platform = platform
         self._versions = versions
         self._loader = loader
+        self.kind = kind
+        self.license = license
 
     @property
     def versions(self) -> List[TemplateVersion]:

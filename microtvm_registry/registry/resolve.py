@@ -285,5 +285,7 @@ def _resolve_pin(spec: Spec, entry: "LockEntry", lock_path: Path, catalog: Optio
         platform=known.platform if known else "",
         entry=known.entry if known else None,
         note=known.note if known else None,
+        kind=known.kind if known else entry.kind,
+        license=known.license if known else "",
     )
     return Resolved(version, entry)

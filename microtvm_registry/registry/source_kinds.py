@@ -121,7 +121,10 @@ class GitKind(SourceKind):
 
         url = resolve_relative(chk.get_str(table, "git", path, required=True), base)
         commit = chk.get_hex(table, "commit", path, 40, required=True)
-        subdir = chk.get_relpath(table, "subdir", path, required=True)
+        paths = chk.get_str_list(table, "paths", path)
+        if paths and "subdir" in table:
+            raise chk.fail(f"{path}.paths", "give paths (top-level files and folders) or subdir, not both")
+        subdir = "" if paths else chk.get_relpath(table, "subdir", path, required=True)
         ref = chk.get_str(table, "ref", path)
         tree = chk.get_hex(table, "tree", path, 40, required=True)
         extras = []
@@ -138,7 +141,8 @@ class GitKind(SourceKind):
         dests = [e.dest for e in extras]
         if len(set(dests)) != len(dests):
             raise chk.fail(f"{path}.extra", "two extra files have the same dest")
-        return sources.GitSource(url=url, commit=commit or "", subdir=subdir, tree=tree, ref=ref, extra_files=tuple(extras))
+        return sources.GitSource(url=url, commit=commit or "", subdir=subdir, tree=tree, ref=ref, extra_files=tuple(extras),
+                                 paths=tuple(paths))
 
     def is_local(self, source: "GitSource") -> bool:
         return is_local_location(source.url)

@@ -165,6 +165,7 @@ class GitSource:
     tree: Optional[str]
     ref: Optional[str] = None
     extra_files: Tuple[ExtraFile, ...] = ()
+    paths: Tuple[str, ...] = ()  # instead of subdir: these top-level files and folders, side by side
     kind_key: ClassVar[str] = "git"  # its kind in source_kinds
 
     def __post_init__(self) -> None:
@@ -191,6 +192,15 @@ class GitSource:
         if len(set(dests)) != len(dests):
             raise UnsafeSourceError(f"extra files of {self.url} at {self.commit[:12]} share a dest path")
         object.__setattr__(self, "extra_files", extras)
+        paths = tuple(self.paths or ())
+        for p in paths:
+            if not isinstance(p, str) or _check_rel_path(p, "path", allow_empty=False) != p or "/" in p or p.startswith("."):
+                raise UnsafeSourceError(f"path {p!r} of {self.url} must be one top-level file or folder name")
+        if paths and (self.subdir or extras):
+            raise UnsafeSourceError(f"{self.url}: give paths, or subdir (and extra files), not both")
+        if len(set(paths)) != len(paths):
+            raise UnsafeSourceError(f"{self.url}: paths names a file or folder twice")
+        object.__setattr__(self, "paths", paths)
 
     def describe(self) -> str:
         where = f":{self.subdir}" if self.subdir else ""
@@ -203,6 +213,8 @@ class GitSource:
             text += f" ({self.ref})"
         if self.subdir:
             text += f" {self.subdir}"
+        if self.paths:
+            text += " " + " + ".join(self.paths)
         if self.extra_files:
             text += " + " + ", ".join(f"{e.path} as {e.dest}" for e in self.extra_files)
         return text
@@ -212,7 +224,11 @@ class GitSource:
         out: Dict[str, Any] = {"git": self.url}
         if self.ref is not None:
             out["ref"] = self.ref
-        out.update(commit=self.commit, subdir=self.subdir)
+        out["commit"] = self.commit
+        if self.paths:
+            out["paths"] = list(self.paths)
+        else:
+            out["subdir"] = self.subdir
         if self.tree is not None:
             out["tree"] = self.tree
         if self.extra_files:
@@ -220,7 +236,8 @@ class GitSource:
         return out
 
     def direct_content_id(self) -> Optional[str]:
-        """The folder's tree id is its content id, unless extra files are added to it."""
+        """The folder's tree id is its content id, unless extra files are added to it (with
+        ``paths``, ``tree`` is the id of the materialized folder itself)."""
         return None if self.extra_files else self.tree
 
 

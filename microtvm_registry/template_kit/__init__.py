@@ -29,6 +29,7 @@ from .project_files import (
     bool_option,
     config_of,
     int_option,
+    project_libraries,
     shared_runtime,
     staged_project,
     telling_line,
@@ -39,7 +40,7 @@ from .server_base import TemplateServer, template_error
 __all__ = [
     "MODEL_TAR_NAME", "PROJECT_FILE", "TemplateKitError", "TemplateServer", "add_model", "bool_option", "boot_check",
     "build_report", "config_of", "core", "explain_overflow", "family_of", "fill_command", "format_report", "int_option",
-    "linker_script", "open_emulated", "open_serial", "region", "shared_runtime", "staged_project", "telling_line",
+    "linker_script", "open_emulated", "open_serial", "project_libraries", "region", "shared_runtime", "staged_project", "telling_line",
     "template_error", "write_config",
 ]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 _OVERFLOW_RE = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
 
@@ -47,9 +47,47 @@ def explain_overflow(output: str, board: Mapping[str, Any]) -> Optional[str]:
     )
 
 
+#: An input section in a GNU ld map: " .name  0xADDR  0xSIZE  object" (the name may end the line
+#: before, when it is long).
+_MAP_SECTION_RE = re.compile(r"^ (\.\S+)?\s+0x[0-9a-fA-F]+\s+0x([0-9a-fA-F]+)\s+(\S.*)$")
+_MAP_PARTS = ((".text", "code_bytes"), (".rodata", "constants_bytes"), (".data", "data_bytes"), (".bss", "bss_bytes"))
+
+
+def library_sizes(map_file: Path, libraries: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """What each kernel library's objects (built from the project's lib/<name>/) put in the
+    firmware, from the linker's map: only what the link kept (the map's "Discarded input
+    sections" come before its memory map and are skipped)."""
+    found = [dict(name=lib["name"], version=lib["version"], content_id=lib["content_id"], code_bytes=0, constants_bytes=0,
+                  data_bytes=0, bss_bytes=0) for lib in libraries]
+    marks = [f"build/obj/{lib['folder']}/" for lib in libraries]
+    if not libraries or not Path(map_file).is_file():
+        return found
+    kept = False
+    pending: Optional[str] = None
+    for line in Path(map_file).read_text(errors="replace").splitlines():
+        if not kept:
+            kept = line.startswith("Linker script and memory map")
+            continue
+        named = re.match(r"^ (\.\S+)$", line)
+        if named:
+            pending = named.group(1)
+            continue
+        match = _MAP_SECTION_RE.match(line)
+        section = match.group(1) or pending if match else None
+        pending = None
+        if not match or section is None:
+            continue
+        owner = next((i for i, mark in enumerate(marks) if mark in match.group(3)), None)
+        part = next((key for prefix, key in _MAP_PARTS if section == prefix or section.startswith(prefix + ".")), None)
+        if owner is not None and part is not None:
+            found[owner][part] += int(match.group(2), 16)
+    return found
+
+
 def build_report(elf: Path, board: Mapping[str, Any], stack_bytes: int, min_heap_bytes: int,
-                 symbols: tuple = ("g_workspace",)) -> Dict[str, Any]:
-    """Flash and RAM use read from the ELF, per memory region of the board (pyelftools)."""
+                 symbols: tuple = ("g_workspace",), libraries: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
+    """Flash and RAM use read from the ELF, per memory region of the board (pyelftools); what
+    each kernel library takes, from the linker's map beside the ELF."""
     from elftools.elf.constants import SH_FLAGS
     from elftools.elf.elffile import ELFFile
 
@@ -108,6 +146,7 @@ def build_report(elf: Path, board: Mapping[str, Any], stack_bytes: int, min_heap
             "stack_bytes": stack_bytes,
             "min_heap_bytes": min_heap_bytes,
         },
+        "libraries": library_sizes(Path(elf).with_suffix(".map"), libraries),
     }
 
 
@@ -124,5 +163,10 @@ def format_report(report: Mapping[str, Any]) -> str:
         f"  ram: workspace {m['workspace_bytes']:,}, other static {m['data_bytes'] + m['bss_bytes'] - m['workspace_bytes']:,}, "
         f"stack {m['stack_bytes']:,}, heap for tensors: the rest"
     )
+    for lib in report.get("libraries", []):
+        lines.append(
+            f"  {lib['name']} {lib['version']} ({lib['content_id'][:12]}): code {lib['code_bytes']:,}, "
+            f"constants {lib['constants_bytes']:,}, data {lib['data_bytes'] + lib['bss_bytes']:,} (in the figures above)"
+        )
     return "\n".join(lines)
 

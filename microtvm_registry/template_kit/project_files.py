@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -108,6 +109,7 @@ def add_model(
                 "export it with microtvm_registry.compile.mlf.export_model_library_format"
             )
         library = mlf.load_model_library_format(out / "model")
+        add_libraries(out, model_libraries(library.metadata))
         (out / "src").mkdir(exist_ok=True)
         (out / "src" / "function_table.c").write_text(mlf.function_table_source(library.functions))
         size = project_workspace_bytes(out / "model", workspace, default_workspace)
@@ -122,6 +124,85 @@ def add_model(
         raise TemplateKitError(f"unsafe model archive: {err}; the project was not created") from None
     except (mlf.ModelLibraryError, ModelError) as err:
         raise TemplateKitError(str(err)) from None
+
+
+#: What a project's Makefile includes for the kernel libraries its model calls (sources, flags).
+LIBRARIES_MAKEFILE = "libraries.mk"
+#: What a project's lib/ holds (name, version, content id, license, folder), for its build report.
+LIBRARIES_FILE = "lib/libraries.json"
+
+
+def project_libraries(project: Path) -> List[Dict[str, Any]]:
+    """The kernel libraries ``add_libraries`` put into ``project`` (none: an empty list)."""
+    path = Path(project) / LIBRARIES_FILE
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+#: One folder or file name of a library source a Makefile will name: no spaces, no shell syntax.
+_SOURCE_PART = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
+
+
+def model_libraries(metadata: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The kernel libraries a compiled model records (``compile --kernels cmsis-nn``), checked:
+    names, versions, content ids and source paths are data from a file a user may have been
+    handed, and reach paths and a Makefile."""
+    from ..formats.names import printable
+
+    found: List[Dict[str, Any]] = []
+    for module in (metadata.get("modules") or {}).values():
+        model = module.get("model") if isinstance(module, dict) else None
+        listed = model.get("libraries") if isinstance(model, dict) else None
+        for entry in listed if isinstance(listed, list) else []:
+            if not isinstance(entry, dict):
+                raise TemplateKitError("the model's metadata.json lists a library that is not a table; recompile the model")
+            name, version, content_id = entry.get("name"), entry.get("version"), entry.get("content_id")
+            sources = entry.get("sources")
+            if not (isinstance(name, str) and isinstance(version, str) and isinstance(content_id, str)
+                    and isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
+                raise TemplateKitError(f"the model's library entry {printable(str(name))} is malformed; recompile the model")
+            for rel in sources:
+                parts = rel.split("/")
+                if not rel.endswith(".c") or parts[0] != "Source" or not all(_SOURCE_PART.fullmatch(p) for p in parts):
+                    raise TemplateKitError(f"the model's library {printable(name)} names the source {printable(rel)!r}, "
+                                           "which is not a library source path; recompile the model")
+            found.append({"name": name, "version": version, "content_id": content_id, "sources": list(sources),
+                          "license": str(entry.get("license") or "")})
+    return found
+
+
+def library_folder_name(name: str) -> str:
+    """``arm/cmsis-nn`` -> ``arm_cmsis-nn``: the library's folder under the project's lib/."""
+    return name.replace("/", "_")
+
+
+def add_libraries(out: Path, libraries: List[Dict[str, Any]]) -> None:
+    """Each library's listed sources and its headers, copied from its verified cache entry (the
+    content id the model was compiled with) into ``lib/``, and ``libraries.mk`` naming them."""
+    srcs: List[str] = []
+    flags: List[str] = []
+    if libraries:
+        from ..compile.kernels.library import KernelLibrary, copy_sources
+        from ..errors import MicrotvmError
+        from ..template_paths import library_for_build
+
+        for entry in libraries:
+            try:
+                folder, version, content_id = library_for_build(f"{entry['name']}@=={entry['version']}", content_id=entry["content_id"])
+            except MicrotvmError as err:
+                raise TemplateKitError(f"the model was compiled with {entry['name']} {entry['version']}: {err}") from None
+            dest = Path("lib") / library_folder_name(entry["name"])
+            copy_sources(KernelLibrary(entry["name"], entry["version"], content_id, Path(folder), entry["license"]),
+                         entry["sources"], out / dest)
+            srcs += [f"{dest.as_posix()}/{rel}" for rel in entry["sources"]]
+            flags.append(f"-I{dest.as_posix()}/Include")
+    if libraries:
+        recorded = [{"name": e["name"], "version": e["version"], "content_id": e["content_id"], "license": e["license"],
+                     "folder": f"lib/{library_folder_name(e['name'])}"} for e in libraries]
+        (out / LIBRARIES_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
+    text = ["# The kernel libraries the model calls (written by generate_project from the model's metadata)."]
+    text.append("LIB_SRCS := " + " ".join(srcs))
+    text.append("LIB_CPPFLAGS := " + " ".join(flags))
+    (out / LIBRARIES_MAKEFILE).write_text("\n".join(text) + "\n")
 
 
 def telling_line(lines: List[str]) -> str:

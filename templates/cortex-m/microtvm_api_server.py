@@ -228,7 +228,8 @@ class Handler(kit.TemplateServer):
         return kit.explain_overflow(output, self.board())
 
     def after_build(self, output: str) -> None:
-        report = kit.build_report(PROJECT_DIR / FIRMWARE, self.board(), STACK_SIZE, MIN_HEAP_SIZE)
+        report = kit.build_report(PROJECT_DIR / FIRMWARE, self.board(), STACK_SIZE, MIN_HEAP_SIZE,
+                                  libraries=kit.project_libraries(PROJECT_DIR))
         (PROJECT_DIR / "build" / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         sys.stderr.write(kit.format_report(report) + "\n")
 

@@ -144,7 +144,7 @@ def test_lock_and_sync_commands(acme):
 def test_index_commands(acme, tmp_path):
     proc = run_cli("index", "list", "--json")
     rows = json.loads(proc.stdout)
-    assert [(r["name"], r["kind"]) for r in rows] == [("apache-tvm", "packaged"), ("packaged", "packaged"), ("acme", "extra")]
+    assert [(r["name"], r["kind"]) for r in rows] == [("apache-tvm", "packaged"), ("kernel-libraries", "packaged"), ("packaged", "packaged"), ("acme", "extra")]
     assert run_cli("index", "update").stdout.strip() == "acme: ok (1 template(s))"
     proc = run_cli("index", "add", "acme", str(acme["index"]))
     assert proc.returncode == 1 and "already exists" in proc.stderr

@@ -260,3 +260,30 @@ def test_external_data_next_to_the_model_still_loads(tmp_path):
     (tmp_path / "m" / "weights.bin").write_bytes(SECRET.tobytes())
     model = load_onnx(path)
     assert np.array_equal(numpy_helper.to_array(model.graph.initializer[0]), SECRET)
+
+
+def _meta_with_libraries(libraries):
+    return json.dumps({"modules": {"m": {"model_name": "m", "functions": [], "model": {"libraries": libraries}}}}).encode()
+
+
+_LIB = {"name": "arm/cmsis-nn", "version": "7.0.0", "content_id": "322045d8c1b8df2721743ed2745a745d6efe4cf1", "license": "Apache-2.0",
+        "sources": ["Source/SoftmaxFunctions/arm_softmax_s8.c"]}
+
+
+@pytest.mark.parametrize("libraries, words", [
+    (["arm/cmsis-nn"], "lists a library that is not a table"),
+    ([dict(_LIB, content_id=None)], "library entry arm/cmsis-nn is malformed"),
+    ([dict(_LIB, sources="Source/a.c")], "library entry arm/cmsis-nn is malformed"),
+    ([dict(_LIB, sources=["Source/../../../etc/x.c"])], "is not a library source path"),
+    ([dict(_LIB, sources=["/etc/x.c"])], "is not a library source path"),
+    ([dict(_LIB, sources=["Include/arm_nnfunctions.h"])], "is not a library source path"),
+    ([dict(_LIB, sources=["Source/a.c; rm -rf ~.c"])], "is not a library source path"),
+    ([dict(_LIB, name="acme/nowhere")], "the model was compiled with acme/nowhere 7.0.0: no template named 'acme/nowhere'"),
+])
+def test_a_malformed_library_entry_is_one_line_at_create_project(tmp_path, libraries, words):
+    """The libraries a model records reach cache lookups, paths and a Makefile: each is checked,
+    and a project is never left half made."""
+    path = _mlf_with(tmp_path, "lib", _meta_with_libraries(libraries), None, extra=[("./codegen/host/include/tvm/ffi/c_api.h", b"")])
+    out = run_cli("--offline", "create-project", "host", str(tmp_path / "proj"), "--mlf", str(path))
+    assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+    assert words in out.stderr and not (tmp_path / "proj").exists()

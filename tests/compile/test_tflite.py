@@ -20,13 +20,13 @@ pytestmark = pytest.mark.needs_tvm
 SEEDS = (1, 2, 3)
 
 
-def compile_and_build(model: Path, work: Path, target: str = "host", options=None):
+def compile_and_build(model: Path, work: Path, target: str = "host", options=None, kernels: str = "tvm"):
     """(compiled model, built project folder) for ``model`` on ``target``."""
     from microtvm_registry import get_packaged_resource
     from microtvm_registry.compile.model import compile_model
     from microtvm_registry.project import generate_project
 
-    compiled = compile_model(model, work / f"{model.stem}.tar", target=target)
+    compiled = compile_model(model, work / f"{model.stem}.tar", target=target, kernels=kernels)
     template = "host" if target == "host" else "cortex-m"
     project = generate_project(get_packaged_resource(f"templates/{template}"), compiled.path, work / f"proj-{model.stem}", options)
     project.build()

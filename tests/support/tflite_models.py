@@ -174,6 +174,45 @@ def edge_conv(path: Path, *, in_zero: int, out_scale: float, stride: int, paddin
     return net.save(path, [x], [y])
 
 
+def library_net(path: Path) -> Path:
+    """int8 layers in the shapes a kernel library has fast paths for, and the ones it does not
+    take: a 1x1 CONV_2D, a 3x3 DEPTHWISE_CONV_2D (multiplier 1, SAME), a CONV_2D with dilation
+    2, an ADD of two same-shape tensors (RELU) and one that broadcasts, a grouped CONV_2D, a
+    FULLY_CONNECTED without bias and one per-channel, MAX_POOL_2D (VALID) and SOFTMAX."""
+    net = Net(True, seed=4)
+    w = net.w
+    x = net.act([1, 6, 5, 8], 0.04, -3, "x")
+    a, shape = net.conv(x, [1, 6, 5, 8], 16, (1, 1), in_scale=0.04, out_scale=0.06, out_zero=7)
+    b, _ = net.conv(a, shape, 16, (3, 3), depthwise=True, in_scale=0.06, out_scale=0.05, out_zero=-9, activation="RELU")
+    c, _ = net.conv(b, shape, 16, (3, 3), dilation=2, in_scale=0.05, out_scale=0.07, out_zero=2)
+    s = net.act(shape, 0.08, -1)
+    w.op("ADD", [a, c], [s], fused_activation_function="RELU")
+    bias_row = net.act([1, 1, 1, 16], 0.03, 4, "row")
+    s2 = net.act(shape, 0.09, 3)
+    w.op("ADD", [s, bias_row], [s2], fused_activation_function="NONE")
+    # a grouped convolution (2 groups of 8 channels): filters of depth 8 on 16 channels
+    net.count += 1
+    gw = w.tensor(f"w{net.count}", [8, 3, 3, 8], "int8", _weights(net.rng, [8, 3, 3, 8]), np.full(8, 0.01, np.float32),
+                  np.zeros(8, np.int64), quantized_dimension=0)
+    g = net.act([1, 6, 5, 8], 0.1, 0)
+    w.op("CONV_2D", [s2, gw, -1], [g], padding="SAME", stride_w=1, stride_h=1, fused_activation_function="NONE",
+         dilation_w_factor=1, dilation_h_factor=1)
+    mp = net.act([1, 5, 4, 8], 0.1, 0)
+    w.op("MAX_POOL_2D", [g], [mp], padding="VALID", stride_w=1, stride_h=1, filter_width=2, filter_height=2,
+         fused_activation_function="NONE")
+    flat = net.act([1, 160], 0.1, 0)
+    new_shape = w.tensor("shape", [2], "int32", np.array([1, 160], np.int32))
+    w.op("RESHAPE", [mp, new_shape], [flat], new_shape=[1, 160])
+    net.count += 1
+    nb = w.tensor(f"w{net.count}", [12, 160], "int8", _weights(net.rng, [12, 160]), np.array([0.004], np.float32), np.zeros(1, np.int64))
+    d = net.act([1, 12], 0.2, -5)
+    w.op("FULLY_CONNECTED", [flat, nb, -1], [d], fused_activation_function="RELU")
+    e = net.dense(d, 12, 10, per_channel=True, in_scale=0.2, out_scale=0.15)
+    probs = net.act([1, 10], 1.0 / 256, -128, "probabilities")
+    w.op("SOFTMAX", [e], [probs], beta=1.0)
+    return net.save(path, [x, bias_row], [probs, s])
+
+
 def random_inputs(model: Path, seed: int) -> List[np.ndarray]:
     """Inputs for ``model`` of its dtypes and shapes: int8 over the whole range (the extremes
     included), float normal."""

@@ -105,18 +105,39 @@ def _frontend(name: str) -> Any:
     return importlib.import_module(FRONTENDS[name])
 
 
+#: Formats whose frontend can hand layers to a kernel library (its arithmetic is TFLite's).
+LIBRARY_FORMATS = ("tflite",)
+
+
+def check_library_format(path: Path, kernels: str) -> None:
+    """A kernel library computes TFLite's integer arithmetic; an ONNX QDQ model follows
+    onnxruntime's, so it is refused in one line (before anything is fetched) rather than given
+    answers that differ from its reference."""
+    fmt = detect_format(Path(path))
+    if fmt not in LIBRARY_FORMATS:
+        raise ModelError(
+            f"--kernels {kernels} takes .tflite models; {Path(path).name} is {fmt.upper()}: compile it with --kernels tvm, "
+            f"or convert it to an int8 .tflite (CMSIS-NN computes TFLite's arithmetic, within one step of onnxruntime's)"
+        )
+
+
 def import_model(
     path: Path,
     shapes: Optional[Mapping[str, Sequence[int]]] = None,
     reserved: Sequence[str] = (),
     limit: Optional[TensorLimit] = None,
+    library: Optional[Any] = None,
 ) -> ImportedModel:
     """The model at ``path`` imported by the frontend of its format; ``shapes`` fixes inputs'
     dynamic dimensions (by the model's names); ``reserved`` are names the C names must avoid;
     ``limit`` bounds every tensor, before the frontend materializes any and again on the
     imported module (before TVM folds constants)."""
     fmt = detect_format(Path(path))
-    imported = _frontend(fmt).import_model(Path(path), dict(shapes or {}), tuple(reserved), limit)
+    frontend = _frontend(fmt)
+    if library is None:
+        imported = frontend.import_model(Path(path), dict(shapes or {}), tuple(reserved), limit)
+    else:
+        imported = frontend.import_model(Path(path), dict(shapes or {}), tuple(reserved), limit, library=library)
     if limit is not None:
         check_module_tensors(imported.mod, limit, Path(path).name)
     return imported

@@ -10,7 +10,7 @@ own quantization parameters. Float models use the same kernels on float32.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ...formats.names import c_name_map
 from ...formats.plan import TensorFacts
@@ -29,7 +29,7 @@ def sniff(head: bytes, suffix: str) -> bool:
 
 
 def import_model(path: Path, given: Mapping[str, Sequence[int]], reserved: Sequence[str],
-                 limit: Optional[TensorLimit] = None) -> ImportedModel:
+                 limit: Optional[TensorLimit] = None, library: Optional[Any] = None) -> ImportedModel:
     from .tflite_graph import check_graph, read_graph  # numpy and the schema: only when a model is read
 
     graph = read_graph(path)
@@ -51,7 +51,7 @@ def import_model(path: Path, given: Mapping[str, Sequence[int]], reserved: Seque
     params = [relax.Var(c_names[t.name], relax.TensorType(shape=t.shape, dtype=t.dtype)) for t in ins]
     with bb.function("main", params):
         with bb.dataflow():
-            lowering = lower_graph(graph, bb, path.name, dict(zip(graph.inputs, params)))
+            lowering = lower_graph(graph, bb, path.name, dict(zip(graph.inputs, params)), library)
             results = [bb.emit_output(lowering.value(i)) for i in graph.outputs]
         bb.emit_func_output(results[0] if len(results) == 1 else relax.Tuple(results))
     mod = bb.get()

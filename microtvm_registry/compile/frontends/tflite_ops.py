@@ -137,11 +137,12 @@ class Lowering:
     """Emits the graph's operators into a Relax BlockBuilder, one kernel each (``values`` maps
     a tensor index to the Relax value holding it)."""
 
-    def __init__(self, graph: Graph, bb: Any, source: str) -> None:
+    def __init__(self, graph: Graph, bb: Any, source: str, library: Optional[Any] = None) -> None:
         self.graph = graph
         self.bb = bb
         self.source = source
         self.values: Dict[int, Any] = {}
+        self.library = library  # a kernel library (kernels/cmsis_nn.py) that computes the int8 layers it can
 
     # -- plumbing
 
@@ -246,6 +247,14 @@ class Lowering:
             if np.any(np.abs(bias) >= 1 << 31):
                 raise ModelError(f"{self.what(op)}: its bias and zero point overflow int32; re-export the model")
             params = [self.const(bias.astype(np.int32)), self.const(mults), self.const(shifts)]
+            if self.library is not None:
+                geometry = dict(stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw, pad_h=pt, pad_w=pl,
+                                groups=1 if depthwise else groups)
+                raw_bias = b_t.values().astype(np.int32) if b_t is not None else None
+                layer = self.library.depthwise_conv2d if depthwise else self.library.conv2d
+                done = layer(self, self.value(op.inputs[0]), weights, raw_bias, mults, shifts, geometry, zp_in, zp_out, lo, hi, out_t.shape)
+                if done is not None:
+                    return done
         else:
             lo_f, hi_f = activation_range_float(activation, self.what(op))
             bias_f = b_t.values().astype(np.float32) if b_t is not None else np.zeros(OC, np.float32)
@@ -316,6 +325,11 @@ class Lowering:
                 mult, shift = fp.quantize_multiplier(product / float(out_t.one_scale()))
                 per_channel = None
             extra = [self.const(bias.astype(np.int32))] + ([self.const(per_channel[0]), self.const(per_channel[1])] if per_channel else [])
+            if self.library is not None:
+                raw_bias = b_t.values().astype(np.int32) if b_t is not None else None
+                done = self.library.fully_connected(self, x2, weights, raw_bias, mult, shift, zp_in, zp_out, lo, hi, per_channel)
+                if done is not None:
+                    return self.reshaped(done, out_t.shape)
 
             def compute(x: Any, w: Any, bias_c: Any, *ms: Any) -> Any:
                 acc = te.compute(_shape((B, OUT)), lambda b, o: te.sum(x[b, k].astype("int32") * w[o, k].astype("int32"), axis=k), name="acc")
@@ -358,6 +372,11 @@ class Lowering:
         else:
             lo_f, hi_f = activation_range_float(activation, self.what(op))
         kind = ("avg_pool2d" if average else "max_pool2d") + ("_int8" if int8 else "")
+        if int8 and self.library is not None:
+            geometry = dict(stride_h=sh, stride_w=sw, pad_h=pt, pad_w=pl, filter_h=KH, filter_w=KW)
+            done = self.library.pool2d(self, self.value(op.inputs[0]), average, geometry, lo, hi, out_t.shape)
+            if done is not None:
+                return done
         full = pt == 0 and pl == 0 and (OH - 1) * sh + KH <= H and (OW - 1) * sw + KW <= W
 
         def compute(x: Any) -> Any:
@@ -442,6 +461,12 @@ class Lowering:
                     "which TFLite Micro refuses too; re-quantize the model"
                 )
             (ma, sha), (mb, shb), (mo, sho) = (fp.quantize_multiplier(r) for r in reals)
+            if self.library is not None:
+                quant = dict(input1_offset=-za, input1_mult=ma, input1_shift=sha, input2_offset=-zb, input2_mult=mb, input2_shift=shb,
+                             left_shift=left, output_offset=zo, output_mult=mo, output_shift=sho, act_min=lo, act_max=hi)
+                done = self.library.add(self, self.value(op.inputs[0]), self.value(op.inputs[1]), quant, shape)
+                if done is not None:
+                    return done
 
             def compute(a: Any, b: Any) -> Any:
                 def rescaled(*i: Any) -> Any:
@@ -559,6 +584,10 @@ class Lowering:
         real = min(beta * float(x_t.one_scale()) * (1 << (31 - scaled_bits)), float((1 << 31) - 1))
         input_multiplier, input_left_shift = fp.quantize_multiplier(real)
         diff_min = -int(np.floor(((1 << scaled_bits) - 1) * float(1 << (31 - scaled_bits)) / float(1 << input_left_shift)))
+        if self.library is not None:
+            done = self.library.softmax(self, x, input_multiplier, input_left_shift, diff_min)
+            if done is not None:
+                return self.reshaped(done, shape)
 
         def compute(v: Any) -> Any:
             rows, grid = _shape((outer,)), _shape((outer, depth))
@@ -711,9 +740,10 @@ def _round_half_away(v: Any) -> Any:
                      fp.select(v - t <= tirx.const(-0.5, "float32"), t - tirx.const(1.0, "float32"), t))
 
 
-def lower_graph(graph: Graph, bb: Any, source: str, inputs: Dict[int, Any]) -> Lowering:
-    """Every operator of ``graph`` emitted in order (``inputs``: the graph inputs' Relax vars)."""
-    lowering = Lowering(graph, bb, source)
+def lower_graph(graph: Graph, bb: Any, source: str, inputs: Dict[int, Any], library: Optional[Any] = None) -> Lowering:
+    """Every operator of ``graph`` emitted in order (``inputs``: the graph inputs' Relax vars;
+    ``library``: a kernel library that computes the int8 layers it can)."""
+    lowering = Lowering(graph, bb, source, library)
     lowering.values.update(inputs)
     for op in graph.operators:
         lowering.run(op)

@@ -30,9 +30,10 @@ class KernelProvider(Protocol):
 
 
 def providers() -> Dict[str, KernelProvider]:
+    from .cmsis_nn import LibraryKernels
     from .tvm import TvmKernels
 
-    return {TvmKernels.name: TvmKernels()}
+    return {TvmKernels.name: TvmKernels(), LibraryKernels.name: LibraryKernels()}
 
 
 def provider(name: str) -> KernelProvider:
