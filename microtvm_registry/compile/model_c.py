@@ -196,22 +196,31 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
         "#endif",
         "",
     ]
+    # Shapes and the DLTensors of constants and arena tensors never change (the arena is static,
+    # so their addresses are link-time constants): const, in flash. Only the inputs' and outputs'
+    # DLTensors, which run() points at the caller's buffers, take RAM.
+    n_io = len(plan.inputs) + len(plan.outputs)
     for i, t in enumerate(order):
-        lines.append(f"static int64_t {m}_shape{i}[{max(len(t.shape), 1)}] = {{{', '.join(str(d) for d in t.shape) or '1'}}};")
-    lines += ["", f"static DLTensor {m}_tensors[{len(order)}] = {{"]
-    for i, t in enumerate(order):
-        if t.kind == "constant":
-            data = f"(void*){m}_{t.name}"
-        elif t.kind == "arena":
-            data = f"(void*)({m}_arena + {t.offset})"
-        else:
-            data = "NULL"  # inputs and outputs: the caller's buffers, set by run()
-        lines.append(_dltensor(t, data, f"{m}_shape{i}"))
+        lines.append(f"static const int64_t {m}_shape{i}[{max(len(t.shape), 1)}] = {{{', '.join(str(d) for d in t.shape) or '1'}}};")
+    lines += ["", f"static DLTensor {m}_io[{max(n_io, 1)}] = {{"]
+    for i, t in enumerate(order[:n_io]):
+        lines.append(_dltensor(t, "NULL", f"(int64_t*){m}_shape{i}"))  # the caller's buffers, set by run()
+    lines += ["};", "", f"static const DLTensor {m}_fixed[{max(len(order) - n_io, 1)}] = {{"]
+    for i, t in enumerate(order[n_io:], start=n_io):
+        data = f"(void*){m}_{t.name}" if t.kind == "constant" else f"(void*)({m}_arena + {t.offset})"
+        lines.append(_dltensor(t, data, f"(int64_t*){m}_shape{i}"))
+    if len(order) == n_io:
+        lines.append("  {NULL, {kDLCPU, 0}, 0, {0, 8, 1}, NULL, NULL, 0},  /* (none) */")
     lines += ["};", ""]
+
+    def tensor(name: str) -> str:
+        i = index[name]
+        return f"{m}_io[{i}]" if i < n_io else f"(*(DLTensor*)&{m}_fixed[{i - n_io}])"
+
     for n, call in enumerate(plan.calls):
         lines.append(f"/* call {n}: {call.kernel} ({call.provider}) */")
         lines.append(f"static int32_t {m}_call{n}(void) {{")
-        lines += provider(call.provider).call_body(m, call, n, lambda slot: f"{m}_tensors[{index[slot]}]")
+        lines += provider(call.provider).call_body(m, call, n, tensor)
         lines += ["}", ""]
     lines += [
         f"static int32_t (*const {m}_calls[{max(len(plan.calls), 1)}])(void) = {{",
@@ -226,9 +235,9 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
         f"int {m}_run(const void* const* inputs, void* const* outputs) {{",
     ]
     for t in plan.inputs:
-        lines.append(f"  {m}_tensors[{index[t.name]}].data = (void*)inputs[{t.index}];")
+        lines.append(f"  {tensor(t.name)}.data = (void*)inputs[{t.index}];")
     for t in plan.outputs:
-        lines.append(f"  {m}_tensors[{index[t.name]}].data = outputs[{t.index}];")
+        lines.append(f"  {tensor(t.name)}.data = outputs[{t.index}];")
     lines += [
         "#ifndef MTVM_MODEL_SHARED_WORKSPACE",
         "  void* saved_buffer;",
@@ -244,7 +253,7 @@ def model_source(model: str, plan: Plan, constants: Sequence[Any]) -> str:
         "  }",
     ]
     for out, src in plan.copies:
-        lines.append(f"  if (status == 0) memcpy(outputs[{plan.tensors[out].index}], {m}_tensors[{index[src]}].data, {plan.tensors[src].nbytes}u);")
+        lines.append(f"  if (status == 0) memcpy(outputs[{plan.tensors[out].index}], {tensor(src)}.data, {plan.tensors[src].nbytes}u);")
     lines += [
         "#ifndef MTVM_MODEL_SHARED_WORKSPACE",
         "  void* unused_buffer;",

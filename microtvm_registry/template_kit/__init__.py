@@ -40,14 +40,14 @@ from .server_base import TemplateServer, template_error
 __all__ = [
     "MODEL_TAR_NAME", "PROJECT_FILE", "TemplateKitError", "TemplateServer", "add_model", "bool_option", "boot_check",
     "build_report", "config_of", "core", "explain_overflow", "family_of", "fill_command", "format_report", "int_option",
-    "linker_script", "open_emulated", "open_serial", "project_libraries", "region", "shared_runtime", "staged_project", "telling_line",
+    "linker_script", "model_symbols", "open_emulated", "open_serial", "project_libraries", "region", "shared_runtime", "staged_project", "telling_line",
     "template_error", "write_config",
 ]
 
 _LAZY = {
     "boot_check": "emulated", "open_emulated": "emulated", "open_serial": "emulated",
     "fill_command": "commands",
-    "build_report": "firmware", "region": "firmware", "format_report": "firmware", "linker_script": "firmware", "explain_overflow": "firmware",
+    "build_report": "firmware", "model_symbols": "firmware", "region": "firmware", "format_report": "firmware", "linker_script": "firmware", "explain_overflow": "firmware",
 }
 
 

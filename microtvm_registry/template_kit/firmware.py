@@ -84,6 +84,18 @@ def library_sizes(map_file: Path, libraries: Sequence[Mapping[str, Any]]) -> Lis
     return found
 
 
+def model_symbols(project: Path) -> tuple:
+    """The symbols of a project's model the report sizes: its arena (static, so looked up by the
+    name the model's C gives it) and the shared workspace."""
+    import json
+
+    try:
+        names = list(json.loads((Path(project) / "model" / "metadata.json").read_text())["modules"])
+    except (OSError, ValueError, KeyError, TypeError):
+        names = []
+    return ("g_workspace", *(f"{name}_arena" for name in names))
+
+
 def build_report(elf: Path, board: Mapping[str, Any], stack_bytes: int, min_heap_bytes: int,
                  symbols: tuple = ("g_workspace",), libraries: Sequence[Mapping[str, Any]] = ()) -> Dict[str, Any]:
     """Flash and RAM use read from the ELF, per memory region of the board (pyelftools); what
@@ -127,10 +139,16 @@ def build_report(elf: Path, board: Mapping[str, Any], stack_bytes: int, min_heap
                 found = symtab.get_symbol_by_name(name)
                 if found:
                     sizes[name] = found[0]["st_size"]
+    data_bytes, bss_bytes = sections.get(".data", 0), sections.get(".bss", 0)
+    plan_bytes = sizes.get("g_workspace", 0) + sum(v for k, v in sizes.items() if k.endswith("_arena"))
     return {
         "board": board["name"],
         "core": board["core"],
         "elf": str(elf),
+        # Where the RAM goes: the model's plan (its arena and the kernels' workspace), the
+        # firmware's own static RAM (runtime, session, port, C library: everything else in
+        # .data and .bss) and the stack reserved for it.
+        "parts": {"plan_bytes": plan_bytes, "runtime_bytes": data_bytes + bss_bytes - plan_bytes, "stack_bytes": stack_bytes},
         "regions": regions,
         "flash": {
             "region": region(board, "code")["name"],
@@ -159,10 +177,17 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append(
         f"  flash: code {f['code_bytes']:,}, constants {f['constants_bytes']:,}, initial data {f['data_image_bytes']:,}"
     )
-    lines.append(
-        f"  ram: workspace {m['workspace_bytes']:,}, other static {m['data_bytes'] + m['bss_bytes'] - m['workspace_bytes']:,}, "
-        f"stack {m['stack_bytes']:,}, heap for tensors: the rest"
-    )
+    parts = report.get("parts")
+    if parts is not None:
+        lines.append(
+            f"  ram: plan {parts['plan_bytes']:,} (arena and workspace), runtime {parts['runtime_bytes']:,} (the firmware's own), "
+            f"stack {parts['stack_bytes']:,}, heap for tensors: the rest"
+        )
+    else:
+        lines.append(
+            f"  ram: workspace {m['workspace_bytes']:,}, other static {m['data_bytes'] + m['bss_bytes'] - m['workspace_bytes']:,}, "
+            f"stack {m['stack_bytes']:,}, heap for tensors: the rest"
+        )
     for lib in report.get("libraries", []):
         lines.append(
             f"  {lib['name']} {lib['version']} ({lib['content_id'][:12]}): code {lib['code_bytes']:,}, "

@@ -229,7 +229,7 @@ class Handler(kit.TemplateServer):
 
     def after_build(self, output: str) -> None:
         report = kit.build_report(PROJECT_DIR / FIRMWARE, self.board(), STACK_SIZE, MIN_HEAP_SIZE,
-                                  libraries=kit.project_libraries(PROJECT_DIR))
+                                  symbols=kit.model_symbols(PROJECT_DIR), libraries=kit.project_libraries(PROJECT_DIR))
         (PROJECT_DIR / "build" / BUILD_REPORT).write_text(json.dumps(report, indent=2) + "\n")
         sys.stderr.write(kit.format_report(report) + "\n")
 

@@ -38,6 +38,10 @@ def test_every_library_layer_equals_tflite_micro_on_the_board(cmsis_nn, tmp_path
     (lib,) = report["libraries"]
     assert (lib["name"], lib["version"], lib["content_id"]) == ("arm/cmsis-nn", cn.DEFAULT_VERSION, cn.content_id(cn.DEFAULT_VERSION))
     assert 2_000 < lib["code_bytes"] < report["flash"]["code_bytes"]
+    parts = report["parts"]  # the plan is the model's arena and workspace; the firmware keeps at most 8 KiB
+    assert parts["plan_bytes"] == compiled.summary["arena_bytes"] + report["ram"]["workspace_bytes"]
+    assert report["ram"]["workspace_bytes"] >= compiled.summary["workspace_bytes"]
+    assert parts["runtime_bytes"] <= 8 * 1024, parts
     run_against_tflite_micro(model, compiled, project, tmp_path, seeds=(0, 1, 2))
 
 

@@ -153,6 +153,33 @@ def test_build_report_is_written_and_fits(built_boards):
     assert report["flash"]["code_bytes"] > 1000
 
 
+def test_the_build_report_names_plan_runtime_and_stack(built_boards):
+    """RAM split into what the model planned, what the firmware itself keeps (at most 8 KiB: the
+    session's slot table is pointers, the CRC table const, the error text 512 B) and the stack."""
+    report = json.loads((built_boards.get("mps2-an386") / "build" / "build-report.json").read_text())
+    parts, ram = report["parts"], report["ram"]
+    assert parts["plan_bytes"] == ram["workspace_bytes"] == 64 * 1024  # an MLF from TVM: no arena of ours
+    assert parts["plan_bytes"] + parts["runtime_bytes"] == ram["data_bytes"] + ram["bss_bytes"]
+    assert 1024 < parts["runtime_bytes"] <= 8 * 1024, parts
+    assert parts["stack_bytes"] == ram["stack_bytes"]
+
+
+def test_a_device_error_prints_its_64_bit_figures(built_boards):
+    """newlib-nano's printf has no %llu: the firmware's figures were printed as "lu"."""
+    from microtvm_registry.device import protocol
+    from microtvm_registry.device.session import Session
+
+    with Session.open(built_boards.get("mps2-an386")) as sess:
+        with pytest.raises(protocol.DeviceError) as err:
+            sess._exchange([(protocol.MSG_UPLOAD, protocol.upload_payload(3, "int8", [1000], b"\x01" * 7))], "upload")
+        assert "upload of slot 3: 7 data bytes for a tensor of 1000 bytes" in str(err.value)
+        # the session goes on: a good upload of the same slot is read back, then freed
+        sess._exchange([(protocol.MSG_UPLOAD, protocol.upload_payload(3, "int8", [4], b"\x05\x06\x07\x08"))], "upload")
+        (data,) = sess._exchange([(protocol.MSG_READ, protocol.slot_payload(3))], "read")
+        assert data.payload == b"\x05\x06\x07\x08"
+        sess.free_all()
+
+
 def test_ctrl_c_mid_session_ends_everything_with_one_line(built_boards, fresh_copy):
     """Ctrl-C reaches the CLI's whole process group (CLI, template server, QEMU), as in a
     terminal. The silent firmware keeps the CLI waiting for hello, so the interrupt lands

@@ -41,15 +41,25 @@ enum {
   REPLY_ERROR = 0xEE,
 };
 
+/* A loaded tensor. Its header lives on the heap beside its data, only while it is loaded: the
+ * static table is one pointer per slot, so the firmware's own RAM does not grow with the number
+ * of slots or dimensions it allows. */
 typedef struct {
-  int used;
   DLTensor tensor;
   int64_t shape[MAX_NDIM];
   uint64_t nbytes;
   uint64_t capacity;
 } slot_t;
 
-static slot_t g_slots[MAX_SLOTS];
+static slot_t* g_slots[MAX_SLOTS];
+
+static void release_slot(uint32_t index) {
+  if (g_slots[index] != NULL) {
+    mtvm_port_free(g_slots[index]->tensor.data);
+    mtvm_port_free(g_slots[index]);
+    g_slots[index] = NULL;
+  }
+}
 static uint64_t g_frames_received, g_bytes_received, g_calls, g_bad_frames;
 
 /* --------------------------------------------------------------- I/O */
@@ -159,28 +169,38 @@ static void handle_upload(const uint8_t* p, uint32_t n) {
   const uint8_t* data = p + 12 + 8 * ndim;
   uint64_t ndata = n - (12 + 8u * ndim);
   if (ndata != 0 && ndata != nbytes) {
-    snprintf(msg, sizeof(msg), "upload of slot %u: %llu data bytes for a tensor of %llu bytes", index,
-             (unsigned long long)ndata, (unsigned long long)nbytes);
+    char have[MTVM_U64_TEXT], want[MTVM_U64_TEXT];
+    snprintf(msg, sizeof(msg), "upload of slot %u: %s data bytes for a tensor of %s bytes", index,
+             mtvm_u64_text(have, ndata), mtvm_u64_text(want, nbytes));
     send_error("ProtocolError", msg);
     return;
   }
-  slot_t* s = &g_slots[index];
-  if (!s->used || s->capacity < nbytes || s->tensor.data == NULL) {
+  slot_t* s = g_slots[index];
+  if (s == NULL) {
+    s = (slot_t*)mtvm_port_alloc(sizeof(slot_t));
+    if (s == NULL) {
+      snprintf(msg, sizeof(msg), "out of memory allocating slot %u", index);
+      send_error("MemoryError", msg);
+      return;
+    }
+    memset(s, 0, sizeof(slot_t));
+    g_slots[index] = s;
+  }
+  if (s->capacity < nbytes || s->tensor.data == NULL) {
     if (s->tensor.data) mtvm_port_free(s->tensor.data);
     size_t alloc = nbytes ? (size_t)nbytes : 1;
     void* mem = mtvm_port_alloc(alloc);
     if (mem == NULL) {
       s->tensor.data = NULL;
-      s->used = 0;
-      snprintf(msg, sizeof(msg), "out of memory allocating %llu bytes for slot %u",
-               (unsigned long long)nbytes, index);
+      release_slot(index);
+      char want[MTVM_U64_TEXT];
+      snprintf(msg, sizeof(msg), "out of memory allocating %s bytes for slot %u", mtvm_u64_text(want, nbytes), index);
       send_error("MemoryError", msg);
       return;
     }
     s->tensor.data = mem;
     s->capacity = alloc;
   }
-  s->used = 1;
   s->nbytes = nbytes;
   memcpy(s->shape, shape, sizeof(int64_t) * ndim);
   s->tensor.device.device_type = kDLCPU;
@@ -211,12 +231,12 @@ static void handle_read(const uint8_t* p, uint32_t n) {
     send_error("ProtocolError", msg);
     return;
   }
-  if (!g_slots[index].used) {
+  if (g_slots[index] == NULL) {
     snprintf(msg, sizeof(msg), "slot %u holds no tensor", index);
     send_error("ProtocolError", msg);
     return;
   }
-  send_frame(REPLY_DATA, (const uint8_t*)g_slots[index].tensor.data, (size_t)g_slots[index].nbytes);
+  send_frame(REPLY_DATA, (const uint8_t*)g_slots[index]->tensor.data, (size_t)g_slots[index]->nbytes);
 }
 
 static void handle_free(const uint8_t* p, uint32_t n) {
@@ -227,8 +247,7 @@ static void handle_free(const uint8_t* p, uint32_t n) {
   uint32_t index = get_u32(p);
   for (uint32_t i = 0; i < MAX_SLOTS; ++i) {
     if (index == 0xFFFFFFFFu || i == index) {
-      mtvm_port_free(g_slots[i].tensor.data);
-      memset(&g_slots[i], 0, sizeof(slot_t));
+      release_slot(i);
     }
   }
   send_ok();
@@ -252,12 +271,12 @@ static const mtvm_function_entry* resolve_call(uint32_t fidx, uint32_t nargs, co
   }
   for (uint32_t i = 0; i < nargs; ++i) {
     uint32_t index = get_u32(slots + 4 * i);
-    if (index >= MAX_SLOTS || !g_slots[index].used) {
+    if (index >= MAX_SLOTS || g_slots[index] == NULL) {
       snprintf(msg, sizeof(msg), "argument %u names slot %u, which holds no tensor", i, index);
       send_error("ProtocolError", msg);
       return NULL;
     }
-    tensors[i] = &g_slots[index].tensor;
+    tensors[i] = &g_slots[index]->tensor;
   }
   return &mtvm_functions[fidx];
 }

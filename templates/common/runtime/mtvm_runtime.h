@@ -58,6 +58,11 @@ int32_t mtvm_call(const mtvm_function_entry* entry, DLTensor** tensors, int32_t 
 /* CRC-32 (IEEE 802.3, as zlib.crc32); start with crc = 0. */
 uint32_t mtvm_crc32(uint32_t crc, const uint8_t* data, size_t len);
 
+/* Room for any uint64_t in decimal, with its terminator. */
+#define MTVM_U64_TEXT 21
+/* ``value`` in decimal into ``buf`` (MTVM_U64_TEXT bytes), returned for use in a "%s". */
+const char* mtvm_u64_text(char* buf, uint64_t value);
+
 #ifdef __cplusplus
 }
 #endif
