@@ -69,9 +69,10 @@ def test_the_shell_and_python_blocks_run_in_order(tmp_path):
         assert proc.returncode == 0, f"README block {n} ({lang}) failed:\n{code}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
         assert "Traceback" not in proc.stderr
         ran.append((lang, proc.stdout))
-    assert [lang for lang, _ in ran] == ["sh", "python", "sh", "python", "python", "sh", "python", "python"]
+    assert [lang for lang, _ in ran] == ["sh", "python", "sh", "python", "sh", "python", "sh", "python", "python"]
     out = "\n".join(stdout for _, stdout in ran)
     assert "microtvm 0.1.0" in out.splitlines()[0]
     assert (tmp_path / "microtvm.lock").is_file() and (tmp_path / "out" / "output.npy").is_file()
     assert (tmp_path / "kws-out" / "probabilities.npy").is_file()  # the .tflite walk-through, checked by its own block
+    assert "OK: 1 output(s) equal TFLite Micro's within the model's tolerance on 4 sample(s)" in out  # microtvm verify
     assert "on the board:" in out and (tmp_path / "proj-from-python").is_dir()

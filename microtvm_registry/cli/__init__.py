@@ -24,6 +24,7 @@ GROUPS = {
     "host_cmds": ("run", "demo"),
     "board_cmds": ("boards", "devices"),
     "compile_cmds": ("compile", "tune"),
+    "verify_cmds": ("verify",),
 }
 
 

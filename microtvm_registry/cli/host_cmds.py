@@ -30,8 +30,8 @@ def register(subparsers) -> None:
         "run",
         help="run a function of a built project on .npy inputs",
         description=(
-            "Run a function of a built project (host, or a flashed cortex-m board): inputs from .npy files, "
-            "outputs written as .npy."
+            "Run a function of a built project (host, or a flashed cortex-m board): inputs from .npy files; "
+            "outputs printed (small ones; all with --json) and, with --output-dir, written as .npy."
         ),
     )
     run.add_argument("project_dir", metavar="PROJECT_DIR", help="a generated and built (and, for a board, flashed) project")
@@ -45,7 +45,10 @@ def register(subparsers) -> None:
         help="an input argument, repeatable (just FILE.npy for a model's only input)",
     )
     run.add_argument("-f", "--function", help="function to run (default: the model's only function)")
-    run.add_argument("--output-dir", default=".", metavar="DIR", help="where to write OUTPUT.npy files (default: .)")
+    run.add_argument("--output-dir", default=None, metavar="DIR",
+                     help="write each output as DIR/OUTPUT.npy (without it nothing is written: small outputs are printed, --json prints all)")
+    run.add_argument("--quantize-inputs", action="store_true",
+                     help="float .npy inputs for a quantized input are quantized with its scale and zero point")
     run.add_argument(
         "--time",
         action="store_true",
@@ -168,7 +171,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     project_dir = Path(args.project_dir)
     if not project_dir.is_dir():
         raise MicrotvmError(f"project folder {project_dir} does not exist; create it with microtvm create-project")
-    usable_folder(args.output_dir, "--output-dir", create=False)  # before the device does any work
+    if args.output_dir is not None:
+        usable_folder(args.output_dir, "--output-dir", create=False)  # before the device does any work
     input_files = _parse_inputs(args.inputs)
     arrays = {}
     for name, file in input_files.items():
@@ -186,6 +190,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise OptionError(f"the model has {len(names)} functions ({', '.join(names)}); pick one with --function")
             function = names[0]
         arrays = _bind_only_input(arrays, sess.function(function))
+        if args.quantize_inputs:
+            arrays = _quantize_inputs(arrays, sess, function)
         outputs = sess.run(function, arrays)
         if args.time:
             fn = sess.function(function)
@@ -193,12 +199,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             timing = sess.time_evaluator(function, number=RUN_TIME_NUMBER, repeat=RUN_TIME_REPEAT)(*given)
             if sess.model is not None and function == sess.model["function"]:
                 per_call = sess.call_times()
-    out_dir = Path(args.output_dir)
-    for name, path in output_files(out_dir, list(outputs)).items():
-        value = outputs[name]
-        _save_npy(path, value)
-        written.append({"name": name, "path": str(path), "dtype": str(value.dtype), "shape": list(value.shape)})
+    paths = output_files(Path(args.output_dir), list(outputs)) if args.output_dir is not None else {}
+    for name, value in outputs.items():
+        item: Dict[str, Any] = {"name": name, "dtype": str(value.dtype), "shape": list(value.shape)}
+        if name in paths:
+            _save_npy(paths[name], value)
+            item["path"] = str(paths[name])
+        written.append(item)
     if getattr(args, "json", False):
+        for item in written:
+            item["values"] = outputs[item["name"]].tolist()
         result: Dict[str, Any] = {"function": function, "outputs": written}
         if timing is not None:
             result["time"] = {
@@ -214,7 +224,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         for item in written:
-            print(f"wrote {printable(item['path'])} ({item['dtype']}, shape {tuple(item['shape'])})")
+            value = outputs[item["name"]]
+            if "path" in item:
+                print(f"wrote {printable(item['path'])} ({item['dtype']}, shape {tuple(item['shape'])})")
+            elif value.size <= PRINTED_VALUES:
+                print(f"output {printable(item['name'])} ({item['dtype']}, shape {tuple(item['shape'])}): {value.reshape(-1).tolist()}")
+            else:
+                print(f"output {printable(item['name'])} ({item['dtype']}, shape {tuple(item['shape'])}): {value.size:,} values; "
+                      "--output-dir DIR writes them as .npy, --json prints them")
         if timing is not None:
             print(f"time of {function} on the device: {describe_timing(timing)} (mean of {len(timing.results)} x {timing.number})")
             for n, (kernel, count, unit) in enumerate(per_call):
@@ -223,6 +240,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 RUN_TIME_NUMBER, RUN_TIME_REPEAT = 10, 3
+#: Outputs of at most this many values are printed (a classifier's scores); larger ones are not.
+PRINTED_VALUES = 64
+
+
+def _quantize_inputs(arrays: Dict[str, Any], sess: Any, function: str) -> Dict[str, Any]:
+    """Float arrays given for the model's quantized inputs, quantized with their scale and zero point."""
+    from ..verify.samples import quantize
+
+    model = sess.model
+    if model is None or model.get("function") != function:
+        raise OptionError("--quantize-inputs needs a compiled model's own function (its inputs' scale and zero point)")
+    facts = {}
+    for fact in model.get("inputs") or []:
+        facts[str(fact["name"])] = fact
+        facts[str(fact["c_name"])] = fact
+    out = {}
+    for name, value in arrays.items():
+        fact = facts.get(name)
+        if fact is not None and value.dtype.kind == "f" and fact.get("scale") is not None:
+            value = quantize(value, fact, f"input {name}")
+        out[name] = value
+    return out
 
 
 def describe_timing(timing: Any) -> str:
