@@ -75,4 +75,5 @@ def test_the_shell_and_python_blocks_run_in_order(tmp_path):
     assert (tmp_path / "microtvm.lock").is_file() and (tmp_path / "out" / "output.npy").is_file()
     assert (tmp_path / "kws-out" / "probabilities.npy").is_file()  # the .tflite walk-through, checked by its own block
     assert "OK: 1 output(s) equal TFLite Micro's within the model's tolerance on 4 sample(s)" in out  # microtvm verify
+    assert (tmp_path / "kws-lib" / "CMakeLists.txt").is_file() and (tmp_path / "kws-lib" / "src" / "kws_model.h").is_file()  # export
     assert "on the board:" in out and (tmp_path / "proj-from-python").is_dir()

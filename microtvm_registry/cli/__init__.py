@@ -25,6 +25,7 @@ GROUPS = {
     "board_cmds": ("boards", "devices"),
     "compile_cmds": ("compile", "tune"),
     "verify_cmds": ("verify",),
+    "export_cmds": ("export",),
 }
 
 
