@@ -22,7 +22,7 @@ GROUPS = {
     "registry_cmds": ("list", "show", "fetch", "path", "lock", "unlock", "sync", "trust", "cache", "index"),
     "project_cmds": ("info", "create-project", "build", "flash"),
     "host_cmds": ("run", "demo"),
-    "board_cmds": ("boards", "devices"),
+    "board_cmds": ("boards", "devices", "size"),
     "compile_cmds": ("compile", "tune"),
     "verify_cmds": ("verify",),
     "export_cmds": ("export",),

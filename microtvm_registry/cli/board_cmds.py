@@ -11,7 +11,7 @@ from ._common import add_json_flag, print_json, print_table
 
 
 def register(subparsers) -> None:
-    """Add ``boards`` and ``devices``."""
+    """Add ``boards``, ``devices`` and ``size``."""
     boards = subparsers.add_parser(
         "boards",
         help="list the boards every template can target, like `pio boards`",
@@ -37,6 +37,20 @@ def register(subparsers) -> None:
     )
     add_json_flag(devices)
     devices.set_defaults(handler=cmd_devices)
+
+    size = subparsers.add_parser(
+        "size",
+        help="does a compiled model fit a board? built for it (no board needed), its flash and RAM against the part's",
+        description=(
+            "Build MODEL_TAR's firmware for BOARD with the cortex-m template in a temporary folder (the Arm toolchain, "
+            "no hardware) and report flash and RAM against the part's own memory, as the build report does after "
+            "create-project and build: the fit check for a part you do not have yet."
+        ),
+    )
+    size.add_argument("mlf", metavar="MODEL_TAR", help="a Model Library Format tar from microtvm compile")
+    size.add_argument("--board", required=True, metavar="BOARD", help="a board of the cortex-m template (microtvm boards)")
+    add_json_flag(size)
+    size.set_defaults(handler=cmd_size)
 
 
 def _size(n: Optional[int]) -> str:
@@ -111,7 +125,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         print_json([d.as_dict() for d in devices])
         return 0
     if not devices:
-        print("no boards, serial adapters or debug probes found; is the board plugged in (and its cable one that carries data)?")
+        print("no boards found: none plugged in (serial adapters, debug probes) and no emulated board running "
+              "(microtvm flash starts one; `microtvm boards --emulated` lists them); a real board: is it plugged in, "
+              "with a cable that carries data?")
         return 0
     rows = []
     for d in devices:
@@ -129,4 +145,49 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print(printable(f"{d.port or d.usb_id}: " + "; ".join(d.uses)))
         if d.note:
             print(printable(f"{d.port or d.usb_id}: {d.note}"))
+    return 0
+
+
+def cmd_size(args: argparse.Namespace) -> int:
+    """Exit 0 when the firmware fits the board (with its stack and heap reserve), 1 when not."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import BuildError, MicrotvmError
+    from ..packaged import get_packaged_resource
+    from ..project import generate_project
+
+    mlf = Path(args.mlf)
+    if not mlf.is_file():
+        raise MicrotvmError(f"{mlf} does not exist; compile a model first (microtvm compile MODEL -o {mlf.name} --target CORE)")
+    with tempfile.TemporaryDirectory(prefix="microtvm-size-") as tmp:
+        project_dir = Path(tmp) / "fit"
+        project = generate_project(get_packaged_resource("templates/cortex-m"), mlf, project_dir, {"board": args.board})
+        with project:
+            try:
+                project.build()
+            except BuildError as err:
+                line = str(err).splitlines()[0]
+                if "does not fit" not in line:
+                    raise
+                if args.json:
+                    print_json({"board": args.board, "fits": False, "reason": line})
+                else:
+                    print(f"{mlf.name} does not fit {args.board}: {line}")
+                return 1
+        report = json.loads((project_dir / "build" / "build-report.json").read_text())
+    if args.json:
+        print_json(dict(report, fits=True))
+        return 0
+    print(f"{mlf.name} fits {report['board']} ({report['core']}):")
+    for r in report["regions"]:
+        share = 100.0 * r["used"] / r["length"] if r["length"] else 0.0
+        print(f"  {r['name']:<6} {r['used']:>10,} of {r['length']:>10,} bytes ({share:.1f}%)")
+    parts = report.get("parts") or {}
+    if parts:
+        print(f"  ram: plan {parts['plan_bytes']:,}, runtime {parts['runtime_bytes']:,}, stack {parts['stack_bytes']:,} "
+              f"(reserved), heap for tensors: the rest")
+    for lib in report.get("libraries", []):
+        print(f"  {lib['name']} {lib['version']}: code {lib['code_bytes']:,}")
     return 0

@@ -3,6 +3,7 @@ static plan); ``microtvm tune``: its kernels measured on a board."""
 from __future__ import annotations
 
 import argparse
+from typing import Tuple
 import sys
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def register(subparsers) -> None:
         help="who computes the layers: tvm (default: a TVM kernel each, on any target) or cmsis-nn (an int8 .tflite's "
         "layers CMSIS-NN has, as calls of arm/cmsis-nn from the registry; the rest TVM's)",
     )
-    comp.add_argument("--records", metavar="FILE", help="tuning records from `microtvm tune`: build each kernel with its best schedule")
+    comp.add_argument("--records", metavar="FILE", nargs="+",
+                      help="tuning records from `microtvm tune` (one file or several: shards, boards): build each kernel with its best schedule")
     comp.add_argument("--board", metavar="BOARD", help="with --records: use only records measured on this board")
     add_json_flag(comp)
     comp.set_defaults(handler=cmd_compile)
@@ -68,6 +70,11 @@ def register(subparsers) -> None:
     tune.add_argument("--records", metavar="FILE", help="the JSON-lines records file (default: MODEL.BOARD.records.jsonl beside the model)")
     tune.add_argument("--input", dest="inputs", action="append", default=[], metavar="NAME=SHAPE",
                       help="a static shape for an input with dynamic dimensions (repeatable)")
+    tune.add_argument("--jobs", type=int, default=1, metavar="N",
+                      help="kernels measured at once, each on its own emulated board (default 1)")
+    tune.add_argument("--shard", type=_shard, metavar="I/N",
+                      help="measure only shard I of N of the candidates (spread one model over N machines; "
+                           "give compile every shard's records file)")
     add_json_flag(tune)
     tune.set_defaults(handler=cmd_tune)
 
@@ -83,7 +90,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         raise MicrotvmError(f"--output {output} is a folder; name the .tar file to write")
     compiled = compile_model(
         Path(args.model), output, target=args.target, inputs=parse_input_shapes(args.inputs), name=args.name,
-        records=Path(args.records) if args.records else None, board=args.board, kernels=args.kernels,
+        records=[Path(r) for r in args.records] if args.records else None, board=args.board, kernels=args.kernels,
     )
     summary = dict(compiled.summary, libraries=[{k: v for k, v in lib.items() if k != "sources"} for lib in compiled.libraries])
     if args.records:
@@ -110,8 +117,9 @@ def cmd_compile(args: argparse.Namespace) -> int:
     for lib in compiled.libraries:
         print(f"  {lib['name']} {lib['version']} (content id {lib['content_id'][:12]}): "
               f"{summary['calls_by_provider'].get(lib['provider'], 0)} of the calls, {len(lib['sources'])} of its sources built")
-    print(f"  weights: {summary['weights_bytes']:,} bytes (constants, in flash)")
-    print(f"  arena: {summary['arena_bytes']:,} bytes; workspace: {summary['workspace_bytes']:,} bytes (static, in RAM)")
+    on_board = compiled.target != "host"
+    print(f"  weights: {summary['weights_bytes']:,} bytes (constants, {'in flash' if on_board else 'read-only data'})")
+    print(f"  arena: {summary['arena_bytes']:,} bytes; workspace: {summary['workspace_bytes']:,} bytes (static{', in RAM' if on_board else ''})")
     print(f"  inputs and outputs: {summary['io_bytes']:,} bytes")
     for kernel, how in sorted(compiled.tuned.items()):
         print(f"  tuned {kernel}: {how}")
@@ -130,6 +138,13 @@ ARITHMETIC_WORDS = {
     "tflite-micro": "as TensorFlow Lite Micro computes them (bit for bit)",
     "onnxruntime": "as onnxruntime's QDQ semantics (within one step)",
 }
+
+
+def _shard(text: str) -> Tuple[int, int]:
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or not 1 <= int(parts[0]) <= int(parts[1]):
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N with 1 <= I <= N (e.g. 2/4)")
+    return int(parts[0]), int(parts[1])
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
@@ -159,7 +174,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{result.kernel}: best {best} (default {result.default_count or 0:,.0f})")
 
     try:
-        report = tune_model(model, args.board, records, trials=args.trials, inputs=parse_input_shapes(args.inputs), progress=progress)
+        report = tune_model(model, args.board, records, trials=args.trials, inputs=parse_input_shapes(args.inputs), progress=progress,
+                            jobs=args.jobs, shard=args.shard)
     finally:
         if bar is not None:
             bar.close()

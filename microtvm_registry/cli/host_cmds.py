@@ -233,7 +233,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"output {printable(item['name'])} ({item['dtype']}, shape {tuple(item['shape'])}): {value.size:,} values; "
                       "--output-dir DIR writes them as .npy, --json prints them")
         if timing is not None:
-            print(f"time of {function} on the device: {describe_timing(timing)} (mean of {len(timing.results)} x {timing.number})")
+            where = "on the device" if timing.unit in ("instructions", "cycles") else "in the host process (wall clock)"
+            print(f"time of {function} {where}: {describe_timing(timing)} (mean of {len(timing.results)} x {timing.number})")
             for n, (kernel, count, unit) in enumerate(per_call):
                 print(f"  call {n}: {kernel}: {count:,.0f} {unit}")
     return 0

@@ -522,6 +522,11 @@ def cmd_cache_list(args: argparse.Namespace) -> int:
             text += f" {s['subdir']}"
         return text
 
+    if not rows:
+        # `lock host` pins a packaged template, which lives in the installed package, not here
+        print(f"the cache ({Cache().root}) holds nothing yet: fetched templates and kernel libraries land here "
+              "(microtvm fetch NAME); packaged ones (host, cortex-m) live in the installed package and are never cached")
+        return 0
     print_table(
         ["NAME", "VERSION", "SIZE", "CONTENT ID", "SOURCE"],
         [[r["name"] or "-", r["version"] or "-", human_size(r["size"]), r["content_id"], where(r["sources"])] for r in rows],

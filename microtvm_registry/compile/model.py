@@ -129,7 +129,7 @@ def compile_model(
     target: str = "host",
     inputs: Optional[Mapping[str, Sequence[int]]] = None,
     name: Optional[str] = None,
-    records: Optional[Path] = None,
+    records: "Optional[Path | Sequence[Path]]" = None,
     board: Optional[str] = None,
     kernels: str = "tvm",
     library: Optional["KernelLibrary"] = None,
@@ -163,7 +163,8 @@ def compile_model(
     refused: List[str] = []
     schedule = None
     if records is not None:
-        schedule = _schedule_from_records(Path(records), target, board, tuned, untuned, refused)
+        files = [Path(records)] if isinstance(records, (str, Path)) else [Path(r) for r in records]
+        schedule = _schedule_from_records(files, target, board, tuned, untuned, refused)
     plan, kernel_source, kernel_functions, constants = lower(
         imported.mod, target, imported.input_names, imported.output_names, schedule=schedule,
         libraries={c.symbol: cmsis.name for c in cmsis.calls} if cmsis is not None else None,
@@ -202,7 +203,7 @@ def compile_model(
                          libraries)
 
 
-def _schedule_from_records(records: Path, target: str, board: Optional[str], tuned: Dict[str, str], untuned: List[str],
+def _schedule_from_records(files: Sequence[Path], target: str, board: Optional[str], tuned: Dict[str, str], untuned: List[str],
                            refused: List[str]) -> Callable[[str, Any, Dict[int, Any]], Any]:
     """A lower() schedule hook that applies the best record per workload (filling tuned and
     untuned). A record is not trusted: its kernel is checked against the default one on the host
@@ -212,9 +213,13 @@ def _schedule_from_records(records: Path, target: str, board: Optional[str], tun
     from .schedules import ScheduleNotApplicable, apply, workload
     from .tuning_records import RecordsFile, best
 
-    read, _damaged = RecordsFile(records).read()
-    if not read:
-        raise ModelError(f"--records {records} holds no tuning records; run microtvm tune first")
+    read = []
+    for path in files:
+        found, _damaged = RecordsFile(path).read()
+        if not found:
+            raise ModelError(f"--records {path} holds no tuning records; run microtvm tune first")
+        read += found  # several files (shards, boards): the best record per workload of them all
+    records = " ".join(str(p) for p in files)
     chosen = best(read, target, board)
 
     def schedule(kernel: str, func: Any, constants: Dict[int, Any]) -> Any:

@@ -101,6 +101,10 @@ def _reduction_block(sch: Any, blocks: List[Any]) -> Optional[Any]:
     return None
 
 
+#: How much larger (in TVMScript text) inlining may make a kernel before a stage is left alone.
+INLINE_GROWTH = 4
+
+
 def apply(func: Any, recipe: Recipe) -> Any:
     """``func`` scheduled by ``recipe`` (a new PrimFunc); ScheduleNotApplicable when it does not fit."""
     if recipe.is_default:
@@ -110,11 +114,19 @@ def apply(func: Any, recipe: Recipe) -> Any:
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
     if recipe.inline:
-        for block in sch.get_child_blocks(root):
+        # A stage read several times by its consumer is copied into it once per read: along a
+        # chain of such stages (TFLite's fixed-point softmax and logistic) the expression doubles
+        # at each step, and tuning KWS grew past 10 GB before this. An inline that would grow the
+        # kernel's text past INLINE_GROWTH times is not made: that stage stays a stage.
+        size = len(sch.mod.script())
+        for block in list(sch.get_child_blocks(root)):
+            trial = sch.copy()  # the copy keeps the random variables (block handles) valid
             try:
-                sch.compute_inline(block)
+                trial.compute_inline(block)
             except Exception:  # noqa: BLE001 - a block that cannot be inlined stays
-                pass
+                continue
+            if len(trial.mod.script()) <= INLINE_GROWTH * size:
+                sch = trial
     blocks = list(sch.get_child_blocks(root))
     main = _reduction_block(sch, blocks)
     if recipe.epilogue_at or recipe.unroll > 1 or recipe.tile:

@@ -41,9 +41,13 @@ def explain_overflow(output: str, board: Mapping[str, Any]) -> Optional[str]:
         return None
     name, extra = overflow.group(1), int(overflow.group(2))
     have = int(next(r for r in board["memory"] if r["name"] == name)["length"])
+    kind = next((r["kind"] for r in board["memory"] if r["name"] == name), "data")
+    advice = ("the model's weights and code: a smaller or int8 model, or a board with more flash" if kind == "code" else
+              "the model's plan (arena and workspace) and the firmware's own RAM: an int8 model, --kernels cmsis-nn or "
+              "microtvm tune (smaller plans), a workspace_size_bytes no larger than the plan needs, or a board with more RAM")
     return (
         f"the firmware does not fit {board['name']}: region {name} needs {have + extra} bytes, "
-        f"the board has {have} (over by {extra}); use a smaller model or workspace_size_bytes"
+        f"the board has {have} (over by {extra}); what takes it is {advice}"
     )
 
 
@@ -144,6 +148,7 @@ def build_report(elf: Path, board: Mapping[str, Any], stack_bytes: int, min_heap
     return {
         "board": board["name"],
         "core": board["core"],
+        "emulated": board.get("qemu") is not None,
         "elf": str(elf),
         # Where the RAM goes: the model's plan (its arena and the kernels' workspace), the
         # firmware's own static RAM (runtime, session, port, C library: everything else in
@@ -173,21 +178,16 @@ def format_report(report: Mapping[str, Any]) -> str:
     for r in report["regions"]:
         share = 100.0 * r["used"] / r["length"] if r["length"] else 0.0
         lines.append(f"  {r['name']:<6} {r['used']:>10,} of {r['length']:>10,} bytes ({share:.1f}%)")
-    f, m = report["flash"], report["ram"]
+    f, parts = report["flash"], report["parts"]
     lines.append(
         f"  flash: code {f['code_bytes']:,}, constants {f['constants_bytes']:,}, initial data {f['data_image_bytes']:,}"
     )
-    parts = report.get("parts")
-    if parts is not None:
-        lines.append(
-            f"  ram: plan {parts['plan_bytes']:,} (arena and workspace), runtime {parts['runtime_bytes']:,} (the firmware's own), "
-            f"stack {parts['stack_bytes']:,}, heap for tensors: the rest"
-        )
-    else:
-        lines.append(
-            f"  ram: workspace {m['workspace_bytes']:,}, other static {m['data_bytes'] + m['bss_bytes'] - m['workspace_bytes']:,}, "
-            f"stack {m['stack_bytes']:,}, heap for tensors: the rest"
-        )
+    lines.append(
+        f"  ram: plan {parts['plan_bytes']:,} (arena and workspace), runtime {parts['runtime_bytes']:,} (the firmware's own), "
+        f"stack {parts['stack_bytes']:,}, heap for tensors: the rest"
+    )
+    if report.get("emulated"):
+        lines.append("  (the emulated board's memory; for the part you will ship on: microtvm size MODEL_TAR --board PART)")
     for lib in report.get("libraries", []):
         lines.append(
             f"  {lib['name']} {lib['version']} ({lib['content_id'][:12]}): code {lib['code_bytes']:,}, "

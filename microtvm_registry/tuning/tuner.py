@@ -22,10 +22,11 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ModelError
 from ..files import update_lock
@@ -71,8 +72,15 @@ def tune_model(
     inputs: Optional[Mapping[str, Sequence[int]]] = None,
     progress: Optional[Callable[[str, KernelResult], None]] = None,
     work_dir: Optional[Path] = None,
+    jobs: int = 1,
+    shard: Optional[Tuple[int, int]] = None,
 ) -> TuneReport:
-    """Tunes every distinct kernel of the model on ``board``; records go to ``records_path``."""
+    """Tunes every distinct kernel of the model on ``board``; records go to ``records_path``.
+
+    ``jobs``: kernels measured at once, each on its own emulated board (or, on real hardware, the
+    same board in turn: give 1). ``shard`` (i, n): only every n-th candidate, starting at the
+    i-th (1-based), so n machines (a CI matrix, a Slurm array, GNU parallel) split one model;
+    their records files concatenate."""
     import tvm
 
     from ..boards.database import load_board_database
@@ -90,6 +98,12 @@ def tune_model(
     if not any(t.template == "cortex-m" for t in entry.templates) or entry.core not in cores_of("cortex-m"):
         raise ModelError(f"board {board} is not a board of the cortex-m template; `microtvm boards --template cortex-m` lists them")
     target = entry.core
+    if jobs < 1:
+        raise ModelError(f"--jobs {jobs}: give 1 or more")
+    if jobs > 1 and not entry.emulated:
+        raise ModelError(f"--jobs {jobs} runs several boards at once; {board} is a real board (one of it): use --jobs 1")
+    if shard is not None and not 1 <= shard[0] <= shard[1]:
+        raise ModelError(f"--shard {shard[0]}/{shard[1]}: give I/N with 1 <= I <= N")
     records = RecordsFile(records_path)
     imported = import_model(Path(model_path), inputs)
     lowered = lower_to_kernels(imported.mod, target, imported.input_names, imported.output_names)
@@ -99,79 +113,106 @@ def tune_model(
     for name, func in sorted(lowered.prim_funcs.items()):
         distinct.setdefault(workload(name, func)["hash"], (name, func))
     recipes = [Recipe()] + candidates(trials)
+    mine = [i for i in range(len(recipes)) if shard is None or i % shard[1] == shard[0] - 1]
     template = get_packaged_resource("templates/cortex-m")
     started = time.monotonic()
     results: List[KernelResult] = []
-    unit = ""
-    with _work_folder(work_dir) as work:
-        for name, func in distinct.values():
-            wl = workload(name, func)
-            result = KernelResult(name, wl)
+    units: List[str] = []
+    tvm_lock = threading.Lock()  # TVM's compiler runs one build at a time; firmware builds and boards run in parallel
+    report_lock = threading.Lock()
+
+    def report(kind: str, result: KernelResult) -> None:
+        if progress:
+            with report_lock:
+                progress(kind, result)
+
+    def tune_kernel(name: str, func: Any, work: Path) -> None:
+        wl = workload(name, func)
+        result = KernelResult(name, wl)
+        with report_lock:
             results.append(result)
-            with update_lock(records.path.with_name(f"{records.path.name}.{wl['hash']}")):  # one run per kernel at a time
-                measured = records.measured()
-                todo = [r for r in recipes if (wl["hash"], board, r.key()) not in measured]
-                result.skipped = len(recipes) - len(todo)
-                if not todo:
-                    if progress:
-                        progress("cached", result)
+        with update_lock(records.path.with_name(f"{records.path.name}.{wl['hash']}")):  # one run per kernel at a time
+            measured = records.measured()
+            todo = [i for i in mine if (wl["hash"], board, recipes[i].key()) not in measured]
+            result.skipped = len(mine) - len(todo)
+            if not todo:
+                report("cached", result)
+                return
+            variants: Dict[str, Any] = {}
+            chosen: Dict[str, Recipe] = {}
+            for i, recipe in enumerate(recipes):
+                if i and i not in todo:
+                    continue  # the default (s0) is always built: every candidate is checked against it
+                try:
+                    scheduled = apply(func, recipe)
+                except ScheduleNotApplicable:
+                    result.not_applicable += 1
                     continue
-                variants: Dict[str, Any] = {}
-                chosen: Dict[str, Recipe] = {}
-                for i, recipe in enumerate(recipes):
-                    if i and recipe not in todo:
-                        continue
-                    try:
-                        scheduled = apply(func, recipe)
-                    except ScheduleNotApplicable:
-                        result.not_applicable += 1
-                        continue
-                    vname = f"{name}__s{i}"
-                    variants[vname] = scheduled.with_attr("global_symbol", vname)
+                vname = f"{name}__s{i}"
+                variants[vname] = scheduled.with_attr("global_symbol", vname)
+                if i in todo:
                     chosen[vname] = recipe
-                reference = f"{name}__s0"
-                out_name = str(func.params[-1].name)
+            if not chosen:  # what is left does not fit this kernel: nothing to build or measure
+                report("cached", result)
+                return
+            reference = f"{name}__s0"
+            out_name = str(func.params[-1].name)
+            with tvm_lock:
                 mlf = export_model_library_format(
                     tvm.IRModule(variants), work / f"{name}.tar", model_name="tune",
                     outputs={v: [out_name] for v in variants}, disable_asserts=True,
                 )
-                need = max((f.workspace_size_bytes or 0) for f in load_model_library_format(mlf).functions)
-                project_dir = work / name
-                project = generate_project(template, mlf, project_dir, {"board": board, "workspace_size_bytes": need + WORKSPACE_MARGIN})
-                with project:
-                    project.build()
-                    project.flash()
-                with Session.open(project_dir) as sess:
-                    correct = {v: True for v in chosen}
-                    errors = {v: 0.0 for v in chosen}
-                    out_slot = len(func.params) - 1
-                    for args in probe_arguments(list(func.params), constants.get(name, {})):
-                        sess.load(reference, *args)
-                        (want,) = sess.call_loaded(reference)
-                        for vname in chosen:
-                            sess.reload_slot(out_slot, args[-1])  # the poison again: nothing inherited from the last call
-                            (got,) = sess.call_loaded(vname)
-                            if not outputs_match(got, want):
-                                correct[vname] = False
-                                errors[vname] = max(errors[vname], _max_error(got, want))
-                    for vname, recipe in chosen.items():
-                        timing = sess.time_loaded(vname)
-                        unit = timing.unit
-                        count = timing.counts[0] if timing.counts else timing.results[0]
-                        ok = correct[vname]
-                        if recipe.is_default:
-                            result.default_count = count
-                        if ok and (result.best_count is None or count < result.best_count):
-                            result.best_count, result.best = count, recipe
-                        if not ok:
-                            result.wrong.append(recipe.describe())
-                        if (wl["hash"], board, recipe.key()) not in measured:
-                            records.append(Record(wl, name, board, target, recipe, count, unit, ok, errors[vname]))
-                            measured.add((wl["hash"], board, recipe.key()))
-                            result.measured += 1
-                        if progress:
-                            progress("measured", result)
-                shutil.rmtree(project_dir, ignore_errors=True)
+            need = max((f.workspace_size_bytes or 0) for f in load_model_library_format(mlf).functions)
+            project_dir = work / name
+            project = generate_project(template, mlf, project_dir, {"board": board, "workspace_size_bytes": need + WORKSPACE_MARGIN})
+            with project:
+                project.build()
+                project.flash()
+            with Session.open(project_dir) as sess:
+                correct = {v: True for v in chosen}
+                errors = {v: 0.0 for v in chosen}
+                out_slot = len(func.params) - 1
+                for args in probe_arguments(list(func.params), constants.get(name, {})):
+                    sess.load(reference, *args)
+                    (want,) = sess.call_loaded(reference)
+                    for vname in chosen:
+                        sess.reload_slot(out_slot, args[-1])  # the poison again: nothing inherited from the last call
+                        (got,) = sess.call_loaded(vname)
+                        if not outputs_match(got, want):
+                            correct[vname] = False
+                            errors[vname] = max(errors[vname], _max_error(got, want))
+                for vname, recipe in chosen.items():
+                    timing = sess.time_loaded(vname)
+                    units.append(timing.unit)
+                    count = timing.counts[0] if timing.counts else timing.results[0]
+                    ok = correct[vname]
+                    if recipe.is_default:
+                        result.default_count = count
+                    if ok and (result.best_count is None or count < result.best_count):
+                        result.best_count, result.best = count, recipe
+                    if not ok:
+                        result.wrong.append(recipe.describe())
+                    if (wl["hash"], board, recipe.key()) not in measured:
+                        records.append(Record(wl, name, board, target, recipe, count, timing.unit, ok, errors[vname]))
+                        measured.add((wl["hash"], board, recipe.key()))
+                        result.measured += 1
+                    report("measured", result)
+            shutil.rmtree(project_dir, ignore_errors=True)
+
+    with _work_folder(work_dir) as work:
+        kernels = list(distinct.values())
+        if jobs <= 1:
+            for name, func in kernels:
+                tune_kernel(name, func, work)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="microtvm-tune") as pool:
+                for future in [pool.submit(tune_kernel, name, func, work) for name, func in kernels]:
+                    future.result()  # the first failure is the run's (the others finish their kernel first)
+    order = {name: n for n, (name, _func) in enumerate(distinct.values())}
+    results.sort(key=lambda r: order[r.kernel])
+    unit = units[0] if units else ""
     return TuneReport(board, target, results, unit, time.monotonic() - started)
 
 

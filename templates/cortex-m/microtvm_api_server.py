@@ -165,6 +165,25 @@ def board_config_header(board: Dict[str, Any], workspace: int, icount: bool) -> 
 UART_DRIVERS = {"cmsdk": "uart_cmsdk.c", "stm32": "uart_stm32.c"}
 
 
+def _check_model_core(model: Mapping[str, Any], board: Dict[str, Any]) -> None:
+    """A model compiled for another core: its C builds with the board's flags, but a kernel
+    library's scratch buffers were sized for the core it was compiled for (CMSIS-NN's DSP, MVE
+    and plain-C paths need different ones), so that is refused; otherwise a note."""
+    compiled_for = model.get("target")
+    if not compiled_for or compiled_for == board["core"]:
+        return
+    libraries = [lib.get("name", "?") for lib in model.get("libraries") or [] if isinstance(lib, dict)]
+    if libraries:
+        raise kit.TemplateKitError(
+            f"the model was compiled for {compiled_for} with {', '.join(libraries)}, whose buffers are sized for that core; "
+            f"{board['name']} is a {board['core']}: recompile with --target {board['core']}"
+        )
+    sys.stderr.write(
+        f"note: the model was compiled for {compiled_for}; {board['name']} is a {board['core']}: it builds with the board's "
+        f"flags, but its kernels were chosen for {compiled_for} (recompile with --target {board['core']} for the board's own)\n"
+    )
+
+
 class Handler(kit.TemplateServer):
     platform_name = "cortex-m"
     project_options = PROJECT_OPTIONS
@@ -194,6 +213,7 @@ class Handler(kit.TemplateServer):
         _library, config["workspace_size_bytes"] = kit.add_model(
             out, mlf_path, config["workspace_size_bytes"], DEFAULT_WORKSPACE_SIZE_BYTES, room
         )
+        _check_model_core(_library.model or {}, board)
         (out / "src" / "board_config.h").write_text(
             board_config_header(board, config["workspace_size_bytes"], config["icount"])
         )

@@ -36,7 +36,8 @@ def test_boards_table_and_filters():
 def test_devices_with_nothing_plugged_in(tmp_path):
     out = devices(tmp_path, "nothing")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("no boards, serial adapters or debug probes found")
+    assert out.stdout.startswith("no boards found: none plugged in (serial adapters, debug probes) and no emulated board running")
+    assert "microtvm boards --emulated" in out.stdout
     assert json.loads(devices(tmp_path, "nothing", "--json").stdout) == []
 
 

@@ -39,6 +39,9 @@ ELSEWHERE = {
     "run": "tests/host/test_host_cli.py::test_run_json_stays_pure_when_the_server_and_its_launcher_print",
     "compile": "tests/compile/test_model.py (compile --json)",
     "tune": "tests/tuning (tune --json)",
+    "verify": "tests/verify/test_verify.py (verify --json)",
+    "export": "tests/export/test_export.py (export --json)",
+    "size": "tests/cli/test_size_cmd.py (size --json)",
 }
 
 

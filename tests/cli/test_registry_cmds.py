@@ -106,6 +106,9 @@ def test_fetch_path_and_cache_commands(acme):
     proc = run_cli("cache", "clean")
     assert proc.returncode == 0 and "removed 1 cached template(s)" in proc.stderr
     assert json.loads(run_cli("cache", "list", "--json").stdout) == []
+    # an empty cache says so, and why `lock host` put nothing there
+    empty = run_cli("cache", "list").stdout
+    assert empty.startswith("the cache (") and "packaged ones (host, cortex-m) live in the installed package" in empty
 
 
 def test_cache_clean_keep_locked(acme):

@@ -69,3 +69,21 @@ def test_the_dsp_path_is_the_one_built_for_the_cortex_m4(cmsis_nn, tmp_path):
                                  capture_output=True, text=True, check=True).stdout
         counts[board] = listing.count("smlad")
     assert counts["mps2-an386"] > 0 and counts["mps2-an385"] == 0, counts
+
+
+def test_a_model_compiled_for_another_core_is_refused_with_a_library_and_noted_without(cmsis_nn, tmp_path):
+    """CMSIS-NN's scratch was sized for the core the model was compiled for (the M4's DSP path
+    needs other buffers than the M55's MVE path): building it for another core is one line; a
+    model of TVM kernels only builds, with a note."""
+    from registry_support import run_cli
+
+    model = tm.library_net(tmp_path / "m.tflite")
+    for kernels in ("cmsis-nn", "tvm"):
+        out = run_cli("compile", str(model), "--target", "cortex-m4", "--kernels", kernels, "-o", str(tmp_path / f"{kernels}.tar"))
+        assert out.returncode == 0, out.stderr
+    out = run_cli("create-project", "cortex-m", str(tmp_path / "p1"), "--mlf", str(tmp_path / "cmsis-nn.tar"), "-o", "board=mps3-an547")
+    assert out.returncode == 1 and "compiled for cortex-m4 with arm/cmsis-nn" in out.stderr and "--target cortex-m55" in out.stderr
+    assert not (tmp_path / "p1").exists()
+    out = run_cli("create-project", "cortex-m", str(tmp_path / "p2"), "--mlf", str(tmp_path / "tvm.tar"), "-o", "board=mps3-an547")
+    assert out.returncode == 0, out.stderr
+    assert "note: the model was compiled for cortex-m4; mps3-an547 is a cortex-m55" in out.stderr

@@ -157,3 +157,51 @@ def test_a_tflite_model_is_tuned_and_its_tuned_build_still_equals_tflite_micro(t
         project.build()
         project.flash()
     run_against_tflite_micro(model, compiled, tmp_path / "proj", tmp_path, seeds=(1, 2))
+
+
+def _measured_set(records):
+    lines = [json.loads(line) for line in records.read_text().splitlines()]
+    return {(line["workload"]["hash"], line["description"], line["count"], line["correct"]) for line in lines}
+
+
+def test_jobs_measure_kernels_at_once_and_the_same(tuned, tmp_path):
+    """--jobs 2: two emulated boards at once; under -icount every count is exact, so the records
+    are the one-board run's, line for line (in another order)."""
+    model, records, report = tuned
+    parallel = tmp_path / "parallel.jsonl"
+    out = run_cli("tune", str(model), "--board", BOARD, "--trials", "3", "--records", str(parallel), "--jobs", "2", "--json", timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert _measured_set(parallel) == _measured_set(records)
+    assert [k["kernel"] for k in json.loads(out.stdout)["kernels"]] == [k["kernel"] for k in report["kernels"]]
+
+
+def test_shards_split_the_candidates_and_their_records_merge(tuned, tmp_path):
+    """--shard 1/2 and 2/2 on two "machines" (two records files): together exactly the one-run
+    set, neither measures what the other does, and compile takes both files."""
+    from microtvm_registry.compile.model import compile_model
+
+    model, records, _report = tuned
+    shards = [tmp_path / f"shard{i}.jsonl" for i in (1, 2)]
+    for i, path in enumerate(shards, start=1):
+        out = run_cli("tune", str(model), "--board", BOARD, "--trials", "3", "--records", str(path), "--shard", f"{i}/2", timeout=600)
+        assert out.returncode == 0, out.stderr
+    first, second = (_measured_set(p) for p in shards)
+    assert first and second and not first & second
+    assert first | second == _measured_set(records)
+    merged = compile_model(model, tmp_path / "merged.tar", target="cortex-m4", records=shards, board=BOARD)
+    single = compile_model(model, tmp_path / "single.tar", target="cortex-m4", records=records, board=BOARD)
+    assert merged.tuned == single.tuned and merged.untuned == []
+    out = run_cli("compile", str(model), "-o", str(tmp_path / "cli.tar"), "--target", "cortex-m4", "--records", *map(str, shards), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["tuned"] == single.tuned
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--shard", "3/2"], "is not I/N"),
+    (["--shard", "x"], "is not I/N"),
+    (["--jobs", "0"], "--jobs 0: give 1 or more"),
+])
+def test_bad_jobs_and_shards_are_one_line(tmp_path, args, words):
+    model = save(conv_dense(), tmp_path / "cd.onnx")
+    out = run_cli("tune", str(model), "--board", BOARD, *args)
+    assert out.returncode in (1, 2) and words in out.stderr, out.stderr

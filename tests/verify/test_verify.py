@@ -34,6 +34,12 @@ def _tflite_project(tmp_path, where, build=None):
     return model, project
 
 
+@pytest.fixture(scope="module")
+def host_library_net(tmp_path_factory):
+    """library_net built once for the host; tests that change it work on a copy."""
+    return _tflite_project(tmp_path_factory.mktemp("verify-host"), "host")
+
+
 def _onnx_project(tmp_path, where):
     from microtvm_registry.compile.sample_models import demo_kws
 
@@ -46,8 +52,11 @@ def _onnx_project(tmp_path, where):
 
 @pytest.mark.parametrize("where", sorted(TARGETS))
 @pytest.mark.parametrize("kind", ["tflite", "onnx"])
-def test_verify_agrees_with_the_reference(tmp_path, where, kind):
-    model, project = (_tflite_project if kind == "tflite" else _onnx_project)(tmp_path, where)
+def test_verify_agrees_with_the_reference(tmp_path, where, kind, host_library_net):
+    if (kind, where) == ("tflite", "host"):
+        model, project = host_library_net
+    else:
+        model, project = (_tflite_project if kind == "tflite" else _onnx_project)(tmp_path, where)
     out = run_cli("verify", str(project), "--against", str(model), "--samples", "3")
     assert out.returncode == 0, out.stdout + out.stderr
     lines = out.stdout.splitlines()
@@ -65,11 +74,15 @@ def test_verify_agrees_with_the_reference(tmp_path, where, kind):
         assert "int8" in {o["dtype"] for o in data["outputs"]}
 
 
-def test_a_deliberately_wrong_build_is_caught(tmp_path):
+def test_a_deliberately_wrong_build_is_caught(tmp_path, host_library_net):
     """One weight changed in the project's model C and rebuilt: verify exits 1 and names the output."""
     from microtvm_registry.project import GeneratedProject
 
-    model, project = _tflite_project(tmp_path, "host")
+    import shutil
+
+    model, built = host_library_net
+    project = tmp_path / "copy"
+    shutil.copytree(built, project, symlinks=True)
     (source,) = (project / "model" / "codegen" / "host" / "src").glob("*_model.c")
     text = source.read_text()
     # the first int8 weight array: flip its first value
@@ -91,9 +104,9 @@ def _conv_net(path):
     return tm.conv_net(path, True)  # one input
 
 
-def test_your_own_inputs_float_ones_quantized_on_request(tmp_path):
+def test_your_own_inputs_float_ones_quantized_on_request(tmp_path, host_library_net):
     """library_net takes two int8 inputs: one subfolder per sample, NAME.npy per input."""
-    model, project = _tflite_project(tmp_path, "host")
+    model, project = host_library_net
     facts = json.loads(run_cli("compile", str(model), "-o", str(tmp_path / "again.tar"), "--json").stdout)["inputs"]
     assert len(facts) == 2 and all(f["dtype"] == "int8" and "scale" in f for f in facts)
     samples = tmp_path / "samples"
@@ -113,8 +126,8 @@ def test_your_own_inputs_float_ones_quantized_on_request(tmp_path):
     assert out.returncode == 1 and f"has no {facts[1]['name']}.npy" in out.stderr
 
 
-def test_the_wrong_model_is_one_line(tmp_path):
-    _model, project = _tflite_project(tmp_path, "host")
+def test_the_wrong_model_is_one_line(tmp_path, host_library_net):
+    _model, project = host_library_net
     other = tm.elementwise_net(tmp_path / "other.tflite", True)
     out = run_cli("verify", str(project), "--against", str(other))
     assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
