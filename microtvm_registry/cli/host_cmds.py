@@ -49,6 +49,8 @@ def register(subparsers) -> None:
                      help="write each output as DIR/OUTPUT.npy (without it nothing is written: small outputs are printed, --json prints all)")
     run.add_argument("--quantize-inputs", action="store_true",
                      help="float .npy inputs for a quantized input are quantized with its scale and zero point")
+    run.add_argument("--dequantize-outputs", action="store_true",
+                     help="print quantized outputs as real numbers, (q - zero point) x scale (the .npy files keep the integers)")
     run.add_argument(
         "--time",
         action="store_true",
@@ -193,12 +195,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.quantize_inputs:
             arrays = _quantize_inputs(arrays, sess, function)
         outputs = sess.run(function, arrays)
+        sess_model = sess.model
         if args.time:
             fn = sess.function(function)
             given = [arrays[a.name] if a.role != "output" else outputs[a.name] for a in fn.args]
             timing = sess.time_evaluator(function, number=RUN_TIME_NUMBER, repeat=RUN_TIME_REPEAT)(*given)
             if sess.model is not None and function == sess.model["function"]:
                 per_call = sess.call_times()
+    shown = _dequantized(outputs, sess_model, function) if args.dequantize_outputs else outputs
     paths = output_files(Path(args.output_dir), list(outputs)) if args.output_dir is not None else {}
     for name, value in outputs.items():
         item: Dict[str, Any] = {"name": name, "dtype": str(value.dtype), "shape": list(value.shape)}
@@ -208,7 +212,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         written.append(item)
     if getattr(args, "json", False):
         for item in written:
-            item["values"] = outputs[item["name"]].tolist()
+            item["values"] = shown[item["name"]].tolist()
+            if shown[item["name"]] is not outputs[item["name"]]:
+                item["dequantized"] = True
         result: Dict[str, Any] = {"function": function, "outputs": written}
         if timing is not None:
             result["time"] = {
@@ -224,7 +230,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print_json(result)
     else:
         for item in written:
-            value = outputs[item["name"]]
+            value = shown[item["name"]]
             if "path" in item:
                 print(f"wrote {printable(item['path'])} ({item['dtype']}, shape {tuple(item['shape'])})")
             elif value.size <= PRINTED_VALUES:
@@ -243,6 +249,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 RUN_TIME_NUMBER, RUN_TIME_REPEAT = 10, 3
 #: Outputs of at most this many values are printed (a classifier's scores); larger ones are not.
 PRINTED_VALUES = 64
+
+
+def _dequantized(outputs: Dict[str, Any], model: Optional[Dict[str, Any]], function: str) -> Dict[str, Any]:
+    """The model's quantized outputs as real numbers; everything else as it is."""
+    if model is None or model.get("function") != function:
+        raise OptionError("--dequantize-outputs needs a compiled model's own function (its outputs' scale and zero point)")
+    facts = {str(f["c_name"]): f for f in model.get("outputs") or []}
+    shown = {}
+    for name, value in outputs.items():
+        fact = facts.get(name)
+        if fact is not None and fact.get("scale") is not None:
+            value = (value.astype("float64") - int(fact["zero_point"])) * float(fact["scale"])
+        shown[name] = value
+    return shown
 
 
 def _quantize_inputs(arrays: Dict[str, Any], sess: Any, function: str) -> Dict[str, Any]:

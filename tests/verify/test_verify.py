@@ -162,3 +162,10 @@ def test_run_prints_small_outputs_and_writes_only_with_output_dir(tmp_path):
     assert np.array_equal(np.asarray(data["outputs"][0]["values"], want.dtype), want)
     out = run_cli("run", str(edge_project), "-i", str(tmp_path / "real.npy"), cwd=work)
     assert out.returncode == 1 and "float32" in out.stderr
+    # --dequantize-outputs: the outputs as real numbers through their scale and zero point
+    (out_fact,) = json.loads(run_cli("compile", str(edge), "-o", str(tmp_path / "edge2.tar"), "--json").stdout)["outputs"]
+    data = json.loads(run_cli("run", str(edge_project), "-i", str(tmp_path / "real.npy"), "--quantize-inputs", "--dequantize-outputs",
+                              "--json", cwd=work).stdout)
+    real = (want.astype(np.float64) - out_fact["zero_point"]) * out_fact["scale"]
+    assert data["outputs"][0]["dequantized"] is True
+    assert np.asarray(data["outputs"][0]["values"]) == pytest.approx(real)
