@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Sequence
 
-from ..errors import OptionError
+from ..errors import MicrotvmError, OptionError
 from ..formats.names import printable
 
 
@@ -97,6 +98,19 @@ def usable_folder(path: Any, flag: str, *, create: bool = True) -> Any:
     if not os.access(folder, os.W_OK):
         raise OptionError(f"{flag} {folder} is not writable; give a folder you can write")
     return folder
+
+
+def session_project(path: str) -> Path:
+    """The project folder a session command (run, verify) talks to, with numpy checked first:
+    both are one line before anything starts."""
+    try:
+        import numpy  # noqa: F401
+    except ImportError:
+        raise MicrotvmError("numpy is not installed; pip install 'microtvm-registry[tvm]'") from None
+    project = Path(path)
+    if not project.is_dir():
+        raise MicrotvmError(f"project folder {project} does not exist; create it with microtvm create-project")
+    return project
 
 
 def human_size(size: int) -> str:

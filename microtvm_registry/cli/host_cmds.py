@@ -15,7 +15,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..formats.names import printable
 from ..errors import MicrotvmError, OptionError, first_line
-from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, timeout_seconds, usable_folder
+from ._common import (add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, session_project, timeout_seconds,
+                      usable_folder)
 
 #: Same value as device.session.DEFAULT_REPLY_TIMEOUT_SEC (not imported: keeps the parser light).
 _DEFAULT_REPLY_TIMEOUT = 300.0
@@ -164,15 +165,11 @@ def _read_npy(np: Any, name: str, file: Any) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        import numpy as np
-    except ImportError:
-        raise MicrotvmError("numpy is not installed; pip install 'microtvm-registry[tvm]'") from None
+    project_dir = session_project(args.project_dir)
+    import numpy as np
+
     from ..device.session import Session
 
-    project_dir = Path(args.project_dir)
-    if not project_dir.is_dir():
-        raise MicrotvmError(f"project folder {project_dir} does not exist; create it with microtvm create-project")
     if args.output_dir is not None:
         usable_folder(args.output_dir, "--output-dir", create=False)  # before the device does any work
     input_files = _parse_inputs(args.inputs)

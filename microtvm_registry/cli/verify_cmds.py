@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import MicrotvmError
 from ..formats.names import printable
-from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, timeout_seconds
+from ._common import add_json_flag, add_option_flag, parse_key_values, print_json, resolve_auto_port, session_project, timeout_seconds
 
 _DEFAULT_REPLY_TIMEOUT = 300.0  # as device.session.DEFAULT_REPLY_TIMEOUT_SEC (not imported: keeps the parser light)
 
@@ -50,15 +49,9 @@ def register(subparsers) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    try:
-        import numpy  # noqa: F401
-    except ImportError:
-        raise MicrotvmError("numpy is not installed; pip install 'microtvm-registry[tvm]'") from None
+    project = session_project(args.project_dir)
     from ..verify import verify_project
 
-    project = Path(args.project_dir)
-    if not project.is_dir():
-        raise MicrotvmError(f"project folder {project} does not exist; create it with microtvm create-project")
     result = verify_project(
         project, Path(args.against), samples=args.samples, seed=args.seed,
         inputs=Path(args.inputs) if args.inputs else None, quantize_inputs=args.quantize_inputs,

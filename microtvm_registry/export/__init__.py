@@ -88,20 +88,13 @@ def _add_libraries(src: Path, stage: Path, libraries: Sequence[Mapping[str, Any]
     """Each kernel library's sources the model calls, from its verified cache entry (the content
     id the model was compiled with): headers at src/'s top, sources under src/<library>/, its
     license in LICENSES/."""
-    from ..compile.kernels.library import KernelLibrary, copy_sources
-    from ..template_kit.project_files import library_folder_name
-    from ..template_paths import library_for_build
+    from ..template_kit.project_files import copy_library, library_folder_name
 
     done = []
     for entry in libraries:
-        try:
-            folder, _version, content_id = library_for_build(f"{entry['name']}@=={entry['version']}", content_id=entry["content_id"])
-        except MicrotvmError as err:
-            raise MicrotvmError(f"the model was compiled with {entry['name']} {entry['version']}: {err}") from None
-        lib = KernelLibrary(entry["name"], entry["version"], content_id, Path(folder), entry["license"])
         folder_name = library_folder_name(entry["name"])
         with tempfile.TemporaryDirectory(prefix="microtvm-export-lib-") as tmp:
-            copy_sources(lib, entry["sources"], Path(tmp))
+            content_id = copy_library(entry, Path(tmp))
             _copy_tree(Path(tmp) / "Include", src)
             for rel in entry["sources"]:
                 target = src / folder_name / rel

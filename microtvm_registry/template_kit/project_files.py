@@ -175,26 +175,32 @@ def library_folder_name(name: str) -> str:
     return name.replace("/", "_")
 
 
+def copy_library(entry: Mapping[str, Any], dest: Path) -> str:
+    """A library a model records (``model_libraries``): its headers (Include/), the sources it
+    lists and its license, copied from the verified cache entry with the content id the model was
+    compiled with into ``dest``; returns that content id."""
+    from ..compile.kernels.library import KernelLibrary, copy_sources
+    from ..errors import MicrotvmError
+    from ..template_paths import library_for_build
+
+    try:
+        folder, _version, content_id = library_for_build(f"{entry['name']}@=={entry['version']}", content_id=entry["content_id"])
+    except MicrotvmError as err:
+        raise TemplateKitError(f"the model was compiled with {entry['name']} {entry['version']}: {err}") from None
+    copy_sources(KernelLibrary(entry["name"], entry["version"], content_id, Path(folder), entry["license"]), entry["sources"], dest)
+    return content_id
+
+
 def add_libraries(out: Path, libraries: List[Dict[str, Any]]) -> None:
     """Each library's listed sources and its headers, copied from its verified cache entry (the
     content id the model was compiled with) into ``lib/``, and ``libraries.mk`` naming them."""
     srcs: List[str] = []
     flags: List[str] = []
-    if libraries:
-        from ..compile.kernels.library import KernelLibrary, copy_sources
-        from ..errors import MicrotvmError
-        from ..template_paths import library_for_build
-
-        for entry in libraries:
-            try:
-                folder, version, content_id = library_for_build(f"{entry['name']}@=={entry['version']}", content_id=entry["content_id"])
-            except MicrotvmError as err:
-                raise TemplateKitError(f"the model was compiled with {entry['name']} {entry['version']}: {err}") from None
-            dest = Path("lib") / library_folder_name(entry["name"])
-            copy_sources(KernelLibrary(entry["name"], entry["version"], content_id, Path(folder), entry["license"]),
-                         entry["sources"], out / dest)
-            srcs += [f"{dest.as_posix()}/{rel}" for rel in entry["sources"]]
-            flags.append(f"-I{dest.as_posix()}/Include")
+    for entry in libraries:
+        dest = Path("lib") / library_folder_name(entry["name"])
+        copy_library(entry, out / dest)
+        srcs += [f"{dest.as_posix()}/{rel}" for rel in entry["sources"]]
+        flags.append(f"-I{dest.as_posix()}/Include")
     if libraries:
         recorded = [{"name": e["name"], "version": e["version"], "content_id": e["content_id"], "license": e["license"],
                      "folder": f"lib/{library_folder_name(e['name'])}"} for e in libraries]

@@ -173,28 +173,26 @@ def test_a_tiny_onnx_asking_for_a_huge_constant_is_refused_before_folding(tmp_pa
     assert rss < 600, f"{rss} MB of RSS to refuse it for host"
 
 
-def test_a_zero_sized_input_dimension_says_so(tmp_path):
+def _relu_onnx(path, shape):
+    """A one-Relu ONNX model of ``shape``, saved at ``path``."""
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "z",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [0, 8])])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], path.stem,
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    path = save(model, tmp_path / "z.onnx")
+    return save(model, path)
+
+
+def test_a_zero_sized_input_dimension_says_so(tmp_path):
+    path = _relu_onnx(tmp_path / "z.onnx", [0, 8])
     out = run_cli("compile", str(path), "-o", str(tmp_path / "z.tar"))
     assert out.returncode == 1 and "has a dimension of size 0 [0, 8]" in out.stderr and "dynamic" not in out.stderr
 
 
 def test_compile_writes_the_mlf_with_the_umask_s_mode(tmp_path):
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "r",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = save(model, tmp_path / "r.onnx")
+    path = _relu_onnx(tmp_path / "r.onnx", [1, 8])
     out = subprocess.run(["bash", "-c", f"umask 022 && {sys.executable} -m microtvm_registry compile {path} -o {tmp_path / 'r.tar'}"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
